@@ -1,0 +1,27 @@
+"""stn_jax: Spatial Transformer Networks for JAX and Flax.
+
+The functional core (PyTorch ``grid_sample``/``affine_grid`` conventions, channels-last):
+
+>>> import jax.numpy as jnp, stn_jax
+>>> theta = jnp.array([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])   # zoom in 2x
+>>> out = stn_jax.warp(jnp.ones((1, 28, 28, 1)), theta)
+"""
+
+from stn_jax.grids import affine_grid
+from stn_jax.grids import identity_grid
+from stn_jax.grids import normalized_to_pixel
+from stn_jax.grids import pixel_to_normalized
+from stn_jax.grids import projective_grid
+from stn_jax.grids import tps_control_points
+from stn_jax.grids import tps_grid
+from stn_jax.sampling import grid_sample
+from stn_jax.transforms import TRANSFORM_KINDS
+from stn_jax.transforms import Transform
+from stn_jax.transforms import compose_affine
+from stn_jax.transforms import get_transform
+from stn_jax.transforms import invert_affine
+from stn_jax.transforms import pixel_affine_to_theta
+from stn_jax.transforms import rotation_params
+from stn_jax.warping import warp
+
+__version__ = "0.1.0"

@@ -1,0 +1,354 @@
+"""Flax Linen spatial transformers and the paper's localization networks.
+
+>>> import jax, jax.numpy as jnp
+>>> from stn_jax import linen as stn
+>>> st = stn.SpatialTransformer(transform="affine")          # default: ST-FCN localization
+>>> x = jnp.ones((2, 28, 28, 1))
+>>> variables = st.init(jax.random.key(0), x)
+>>> y = st.apply(variables, x)                                # fresh module: y == x
+
+Parameter access (for visualisation and regularisation): ``__call__(x, return_params=True)``
+returns ``(warped, params)`` with ``params`` of shape (N, P) in the kind's parameterisation
+(:mod:`stn_jax.transforms`). In every call the module also *sows*, into the
+``"intermediates"`` collection, ``"transform_params"`` (N, P) and ``"transform_deviation"``
+(N, P) = params - initial params (what :func:`stn_jax.models.transform_penalty` reads); and,
+only when the ``"stn_inspect"`` collection is mutable, a dict with the grid and the warped
+output under the name ``"transform:<kind>"`` (used by :func:`stn_jax.models.inspect_transformers`).
+Sowing is free unless the caller asks for the collection with ``mutable=[...]``.
+
+Submodule names: the localization net is ``localization`` and the regression layer is
+``regression`` (parallel heads: ``head_<i>/...``; series stages: ``stage_<i>/...``), so an
+optimizer can give these a smaller learning rate by path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import localization as core
+from stn_jax.transforms import Transform
+
+Dtype = Any
+
+
+class LocalizationMLP(nn.Module):
+    """The paper's ST-FCN localization net: flatten, then dense layers with ReLU.
+
+    Attributes:
+      features: widths of the dense layers (paper: three layers of 32).
+      dtype: computation dtype (``None``: inferred from the input).
+      param_dtype: parameter dtype.
+
+    Input (N, H, W, C) (or any (N, ...)); output (N, features[-1]).
+    """
+
+    features: Sequence[int] = (32, 32, 32)
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape((x.shape[0], -1))
+        for width in self.features:
+            x = nn.relu(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(x))
+        return x
+
+
+class LocalizationCNN(nn.Module):
+    """The paper's ST-CNN localization net: [conv k x k -> max-pool 2 -> ReLU] x len(features),
+    flatten, dense ``hidden`` with ReLU.
+
+    Attributes:
+      features: filters of each conv (paper: two convs of 20).
+      kernel_size: square kernel size (paper: 5).
+      hidden: width of the final dense layer (paper: 20); ``0`` for none.
+      dtype, param_dtype: as in Flax layers.
+
+    Input (N, H, W, C) ('SAME' convolutions, H and W halved by each pool); output (N, hidden).
+    """
+
+    features: Sequence[int] = (20, 20)
+    kernel_size: int = 5
+    hidden: int = 20
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.features:
+            x = nn.Conv(width, (self.kernel_size, self.kernel_size), dtype=self.dtype,
+                        param_dtype=self.param_dtype)(x)
+            x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME"))
+        x = x.reshape((x.shape[0], -1))
+        if self.hidden:
+            x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype)(x))
+        return x
+
+
+def _build(factory: Callable[[], nn.Module] | None) -> nn.Module | None:
+    """Call a localization factory and detach the module from the calling scope, so the
+    submodule that receives it adopts it (its parameters live under that submodule)."""
+    if factory is None:
+        return None
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"localization factory must return a flax.linen.Module; got {module!r}")
+    return module.clone(parent=None)
+
+
+def _inspecting(module: nn.Module) -> bool:
+    return module.is_mutable_collection("stn_inspect") and not module.is_initializing()
+
+
+def _sow_inspect(module: nn.Module, kind: str, params: jax.Array, grid: jax.Array,
+                 warped: jax.Array) -> None:
+    if _inspecting(module):
+        module.sow("stn_inspect", f"transform:{kind}",
+                   {"params": params, "grid": grid, "warped": warped})
+
+
+class SpatialTransformer(nn.Module):
+    """A spatial transformer (Jaderberg et al. 2015): localization -> regression -> sampler.
+
+    Attributes:
+      transform: kind name (``translation``, ``attention``, ``similarity``, ``affine``,
+        ``projective``, ``tps``) or a :class:`stn_jax.Transform`.
+      localization: any Linen module mapping the input (N, H, W, C) to features (N, F);
+        ``None``: :class:`LocalizationMLP` (the paper's ST-FCN net, three dense of 32).
+      output_size: ``(Ho, Wo)``; ``None`` (default) keeps the input size.
+      num_control_points: K for ``tps`` (a perfect square, lattice sqrt(K) x sqrt(K)).
+      mode, padding_mode, align_corners: passed to :func:`stn_jax.grid_sample`.
+      bound: ``None`` (linear, default) or ``"tanh"`` (see :func:`stn_jax.localization.constrain`).
+      initial_params: (P,) starting transform (default: identity). The regression layer starts
+        with zero weights and the bias that yields these parameters, so a fresh module warps
+        every input by exactly this transform.
+      dtype: computation dtype of the localization/regression layers (e.g. ``jnp.bfloat16``);
+        the grid is always computed in float32 and the output has the input's dtype.
+      param_dtype: parameter dtype.
+
+    Call: ``(x, *, return_params=False)`` with x (N, H, W, C) of any channel count ->
+    warped (N, Ho, Wo, C), or ``(warped, params (N, P) float32)`` if ``return_params``.
+    """
+
+    transform: str | Transform = "affine"
+    localization: nn.Module | None = None
+    output_size: tuple[int, int] | None = None
+    num_control_points: int = 16
+    mode: str = "bilinear"
+    padding_mode: str = "zeros"
+    align_corners: bool = False
+    bound: str | None = None
+    initial_params: Any = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    def _kind(self) -> Transform:
+        return core.resolve_transform(self.transform, num_control_points=self.num_control_points)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, return_params: bool = False
+                 ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        transform = self._kind()
+        core.check_bound(self.bound)
+        size = core.check_output_size(self.output_size)
+        init = core.initial_params(transform, self.initial_params)
+        raw_bias = core.unconstrain(init, transform, self.bound)
+        loc = self.localization
+        if loc is None:
+            loc = LocalizationMLP(dtype=self.dtype, param_dtype=self.param_dtype,
+                                  name="localization")
+        features = loc(x)
+        raw = nn.Dense(transform.num_params, dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=nn.initializers.zeros,
+                       bias_init=lambda *_: jnp.asarray(raw_bias, self.param_dtype),
+                       name="regression")(features)
+        params = core.constrain(raw, transform, self.bound)
+        self.sow("intermediates", "transform_params", params)
+        self.sow("intermediates", "transform_deviation", params - jnp.asarray(init))
+        opts = dict(output_size=size, mode=self.mode, padding_mode=self.padding_mode,
+                    align_corners=self.align_corners)
+        if _inspecting(self):
+            out, grid = core.apply_transform(x, params, transform, return_grid=True, **opts)
+            _sow_inspect(self, transform.kind, params, grid, out)
+        else:
+            out = core.apply_transform(x, params, transform, **opts)
+        return (out, params) if return_params else out
+
+
+class ParallelSpatialTransformers(nn.Module):
+    """N spatial transformers applied to the same input, outputs concatenated on channels.
+
+    Each head starts at a different region (:func:`stn_jax.localization.spread_initial_params`,
+    a zoom by ``initial_scale`` centred on its own lattice cell) so the heads do not collapse
+    onto one crop; pass ``initial_params`` (num_heads, P) to choose the regions yourself.
+
+    Attributes:
+      num_heads: number of transformers.
+      transform, output_size, num_control_points, mode, padding_mode, align_corners, bound,
+        dtype, param_dtype: as in :class:`SpatialTransformer` (shared by all heads).
+      localization: a *factory* (zero-argument callable returning a Linen module, e.g.
+        ``functools.partial(LocalizationMLP, features=(32, 32, 32))`` or the class itself);
+        each head gets its own localization net built from it. ``None``: LocalizationMLP.
+      initial_params: (num_heads, P) starting transforms, or ``None`` for spread regions.
+      initial_scale: zoom of the spread starting regions (default 0.5).
+
+    Call: ``(x, *, return_params=False)``: x (N, H, W, C) -> (N, Ho, Wo, num_heads * C) with
+    head i's output in channels ``[i*C, (i+1)*C)``; with ``return_params`` also the list of
+    per-head (N, P) parameters.
+    """
+
+    num_heads: int = 2
+    transform: str | Transform = "affine"
+    localization: Callable[[], nn.Module] | None = None
+    output_size: tuple[int, int] | None = None
+    num_control_points: int = 16
+    mode: str = "bilinear"
+    padding_mode: str = "zeros"
+    align_corners: bool = False
+    bound: str | None = None
+    initial_params: Any = None
+    initial_scale: float = 0.5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, return_params: bool = False):
+        transform = core.resolve_transform(self.transform,
+                                           num_control_points=self.num_control_points)
+        if self.initial_params is None:
+            init = core.spread_initial_params(transform, self.num_heads, scale=self.initial_scale)
+        else:
+            init = np.asarray(self.initial_params, np.float32)
+            if init.shape != (self.num_heads, transform.num_params):
+                raise ValueError(f"initial_params must have shape ({self.num_heads}, "
+                                 f"{transform.num_params}); got {init.shape}")
+        outs, params = [], []
+        for i in range(self.num_heads):
+            loc = _build(self.localization)
+            head = SpatialTransformer(
+                transform=transform, localization=loc, output_size=self.output_size,
+                mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners,
+                bound=self.bound, initial_params=tuple(float(v) for v in init[i]),
+                dtype=self.dtype, param_dtype=self.param_dtype, name=f"head_{i}")
+            out, p = head(x, return_params=True)
+            outs.append(out)
+            params.append(p)
+        out = jnp.concatenate(outs, axis=-1)
+        return (out, params) if return_params else out
+
+
+class SeriesSpatialTransformers(nn.Module):
+    """Spatial transformers in series whose transforms are *composed*: the input is sampled
+    once, with the product of all stages' matrices, so no content is lost at the borders
+    between stages (chained warps would zero-pad at every stage).
+
+    Stage i's localization net sees the input warped by the composition of stages 0..i-1
+    (a same-size intermediate used only for localization); the final output samples the
+    original input with the composition of all stages. Kinds with a matrix only (affine kinds
+    and ``projective``).
+
+    Attributes:
+      num_stages: number of stages.
+      transform: kind of every stage.
+      localization: factory (zero-argument callable returning a Linen module), one net per
+        stage; ``None``: LocalizationMLP.
+      output_size, mode, padding_mode, align_corners, bound, dtype, param_dtype: as in
+        :class:`SpatialTransformer`.
+
+    Call: ``(x, *, return_params=False)`` -> (N, Ho, Wo, C), and with ``return_params`` the
+    composed (N, 3, 3) homogeneous matrix.
+    """
+
+    num_stages: int = 2
+    transform: str | Transform = "affine"
+    localization: Callable[[], nn.Module] | None = None
+    output_size: tuple[int, int] | None = None
+    mode: str = "bilinear"
+    padding_mode: str = "zeros"
+    align_corners: bool = False
+    bound: str | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, return_params: bool = False):
+        transform = core.resolve_transform(self.transform)
+        core.check_bound(self.bound)
+        size = core.check_output_size(self.output_size)
+        if self.num_stages < 1:
+            raise ValueError(f"num_stages must be >= 1; got {self.num_stages}")
+        core.compose_params_matrix(transform, jnp.asarray(transform.identity)[None])  # kind check
+        init = core.initial_params(transform)
+        raw_bias = core.unconstrain(init, transform, self.bound)
+        total = jnp.broadcast_to(jnp.eye(3, dtype=jnp.float32), (x.shape[0], 3, 3))
+        opts = dict(mode=self.mode, padding_mode=self.padding_mode,
+                    align_corners=self.align_corners)
+        current = x
+        for i in range(self.num_stages):
+            loc = _build(self.localization) or LocalizationMLP(
+                dtype=self.dtype, param_dtype=self.param_dtype, parent=None)
+            stage = _Stage(localization=loc, num_params=transform.num_params, raw_bias=raw_bias,
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=f"stage_{i}")
+            params = core.constrain(stage(current), transform, self.bound)
+            self.sow("intermediates", "transform_params", params)
+            self.sow("intermediates", "transform_deviation", params - jnp.asarray(init))
+            total = total @ core.compose_params_matrix(transform, params)
+            if i + 1 < self.num_stages:
+                current = _warp_matrix(x, total, transform, None, **opts)
+        out = _warp_matrix(x, total, transform, size, **opts)
+        if _inspecting(self):
+            from stn_jax.grids import projective_grid
+            grid = projective_grid(total, out.shape[1:3], align_corners=self.align_corners)
+            _sow_inspect(self, "projective" if transform.kind == "projective" else "affine",
+                         total.reshape(total.shape[0], 9)[:, :8] if transform.kind == "projective"
+                         else total[:, :2, :].reshape(total.shape[0], 6), grid, out)
+        return (out, total) if return_params else out
+
+
+def _warp_matrix(x, total, transform, size, **opts):
+    if transform.kind == "projective":
+        return core.warp_homogeneous(x, total, output_size=size, **opts)
+    from stn_jax.warping import warp
+    return warp(x, total[:, :2, :], size, **opts)
+
+
+class _Stage(nn.Module):
+    """Localization + regression of one series stage (raw parameters out)."""
+
+    localization: nn.Module
+    num_params: int
+    raw_bias: Any
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = self.localization(x)
+        bias = np.asarray(self.raw_bias)
+        return nn.Dense(self.num_params, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=nn.initializers.zeros,
+                        bias_init=lambda *_: jnp.asarray(bias, self.param_dtype),
+                        name="regression")(features)
+
+
+def transform_penalty(intermediates: Any) -> jax.Array:
+    """Sum over transformers of mean((params - initial)^2), from a sown ``intermediates`` tree.
+
+    Args:
+      intermediates: the ``"intermediates"`` collection returned by
+        ``apply(..., mutable=["intermediates"])`` (the whole dict or that collection).
+
+    Returns:
+      float32 scalar (0 when the tree holds no transformer).
+    """
+    total = jnp.zeros((), jnp.float32)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        if "transform_deviation" in names:
+            total = total + jnp.mean(jnp.square(jnp.asarray(leaf, jnp.float32)))
+    return total

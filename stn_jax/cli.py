@@ -14,6 +14,7 @@ import sys
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     # e.g. "stn_jax.train.cli", "stn_jax.data.cli", "stn_jax.canonicalize.cli"
     "stn_jax.canonicalize.cli",
+    "stn_jax.train.cli",
 )
 
 

@@ -1,0 +1,164 @@
+"""Training configuration: one dataclass holding every option of ``stn-jax train``.
+
+A :class:`TrainConfig` is plain data (JSON/TOML serialisable). :meth:`TrainConfig.validate`
+checks every option and every combination *before* anything is compiled, raising
+:class:`ValueError` that names the offending option and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import tomllib
+from typing import Any
+
+DATASETS = ("r", "rts", "p", "e", "tc", "addition")
+MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn")
+TRANSFORMS = ("affine", "projective", "tps", "attention")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("step", "cosine", "constant")
+MNIST_SOURCES = ("auto", "idx", "tfds", "download", "sample")
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A dataclass field with a default and its --help text."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def option_help(name: str) -> str:
+    """The documentation of option `name` (used by ``stn-jax train --help``)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run (units in the field docs below).
+
+    The defaults follow the paper's distorted-MNIST protocol (SGD, batch 256, lr 0.01,
+    x0.1 every 50k steps, 150k steps) with the localization net at 0.1x the base rate.
+    """
+
+    # what to train
+    dataset: str = _opt("rts", 'Distorted-MNIST variant: one of r, rts, p, e, tc, addition.')
+    model: str = _opt("st-cnn", 'Classifier: fcn, cnn, st-fcn, st-cnn or 2st-fcn (addition only).')
+    transform: str = _opt("affine", 'Spatial transformer parameterisation: affine, projective, tps or attention (ignored by fcn/cnn).')
+    # data
+    data_source: str = _opt("auto", 'MNIST source for stn_jax.data.load_mnist: auto, idx, tfds, download or sample.')
+    data_dir: str | None = _opt(None, "Directory holding the four MNIST IDX files (implies data_source='idx' when source is auto).")
+    validation_size: int = _opt(5000, 'Training digits held out for validation curves.')
+    fixed_train: bool = _opt(False, 'Draw training batches from a fixed pre-generated set instead of fresh distortions.')
+    # optimisation
+    steps: int = _opt(150_000, 'Number of optimisation steps.')
+    batch_size: int = _opt(256, 'Global batch size (summed over all devices and hosts); must divide by the device count.')
+    optimizer: str = _opt("sgd", 'sgd (with momentum) or adam.')
+    lr: float = _opt(0.01, 'Base learning rate.')
+    momentum: float = _opt(0.9, 'SGD momentum (0 disables it).')
+    schedule: str = _opt("step", 'step: multiply by decay_factor every decay_steps; cosine: cosine decay to 0 over `steps`; constant.')
+    decay_steps: int = _opt(50_000, 'Step-schedule period in optimisation steps.')
+    decay_factor: float = _opt(0.1, 'Step-schedule multiplier applied every decay_steps.')
+    warmup_steps: int = _opt(0, 'Linear warm-up steps (cosine schedule only).')
+    loc_lr_mult: float = _opt(0.1, 'Learning-rate multiplier of the localization networks (paper: 0.1 for SVHN).')
+    clip_norm: float = _opt(0.0, 'Global gradient-norm clipping threshold (0 disables).')
+    weight_decay: float = _opt(0.0, 'Decoupled weight decay coefficient (0 disables).')
+    identity_penalty: float = _opt(0.0, 'Weight of the mean squared deviation of transformer parameters from identity.')
+    # run control
+    seed: int = _opt(0, 'Seed of initialisation, dropout and the training-data stream.')
+    eval_batch_size: int = _opt(1000, 'Batch size of validation/test evaluation (padded to a multiple of the device count).')
+    eval_every: int = _opt(0, 'Validation every N steps (0: ten times per run).')
+    log_every: int = _opt(50, 'Training metrics are averaged and written every N steps.')
+    checkpoint_every: int = _opt(1000, 'Checkpoint every N steps (and always at the end).')
+    keep_checkpoints: int = _opt(3, 'How many recent checkpoints to keep.')
+    workdir: str = _opt("runs/default", 'Output directory: config.json, metrics.jsonl, results.json, checkpoints/, figures/.')
+    resume: bool = _opt(False, 'Continue from the latest checkpoint in workdir (exactly: same step, data order and RNG).')
+    progress: bool = _opt(True, 'Show a progress bar on stderr.')
+    figures: bool = _opt(True, 'Write figures (learning curves, transformer panel) at the end.')
+
+    # ------------------------------------------------------------------ helpers
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with `changes` applied (unknown names raise TypeError)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping; unknown keys raise ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**{k: v for k, v in values.items()})
+
+    @classmethod
+    def from_file(cls, path: str | pathlib.Path, **overrides: Any) -> "TrainConfig":
+        """Read a JSON (``.json``) or TOML (``.toml``) file of options, then apply `overrides`.
+
+        A TOML file may hold the options at top level or under a ``[train]`` table.
+        """
+        return cls.from_dict({**load_config_file(path), **overrides})
+
+    def validate(self, *, device_count: int | None = None) -> "TrainConfig":
+        """Check every option; returns self, raises ValueError naming the problem."""
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("model", self.model, MODELS)
+        _choice("transform", self.transform, TRANSFORMS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("data_source", self.data_source, MNIST_SOURCES)
+        if self.model == "2st-fcn" and self.dataset != "addition":
+            raise ValueError(f"model '2st-fcn' needs dataset 'addition' (two input channels), got '{self.dataset}'")
+        for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
+                     "keep_checkpoints", "decay_steps"):
+            _positive_int(name, getattr(self, name))
+        for name in ("eval_every", "warmup_steps", "validation_size", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("momentum", "loc_lr_mult", "clip_norm", "weight_decay", "identity_penalty", "decay_factor"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be < 1, got {self.momentum!r}")
+        if device_count is not None:
+            check_divisible("batch_size", self.batch_size, device_count)
+        return self
+
+
+def check_divisible(name: str, batch_size: int, device_count: int) -> None:
+    """Raise ValueError unless `batch_size` splits evenly over `device_count` devices."""
+    if batch_size % device_count:
+        lower = batch_size - batch_size % device_count
+        raise ValueError(
+            f"{name}={batch_size} does not divide evenly over {device_count} devices; "
+            f"use a multiple of {device_count} (e.g. {max(lower, device_count)} or {lower + device_count})")
+
+
+def load_config_file(path: str | pathlib.Path) -> dict[str, Any]:
+    """Options from a ``.json`` or ``.toml`` file as a dict (``-`` in keys becomes ``_``)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    if path.suffix == ".json":
+        values = json.loads(path.read_text())
+    elif path.suffix == ".toml":
+        values = tomllib.loads(path.read_text())
+        values = values.get("train", values)
+    else:
+        raise ValueError(f"config file must end in .json or .toml, got {str(path)!r}")
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a table/object of options")
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

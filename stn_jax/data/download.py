@@ -15,7 +15,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from stn_jax.data import idx
 
@@ -31,33 +31,34 @@ class DownloadError(RuntimeError):
     """No mirror delivered a verified copy of a file (the message lists every attempt)."""
 
 
-def _verified(path: Path, base: str) -> str | None:
+def _verified(path: Path, base: str, md5s: Mapping[str, str]) -> str | None:
     """None if ``path`` holds the verified content of ``base``, else the reason it does not."""
     try:
         data = idx.read_bytes(path)
     except idx.IDXError as err:
         return str(err)
     md5 = hashlib.md5(data).hexdigest()
-    if md5 != idx.MNIST_CONTENT_MD5[base]:
-        return f"md5 of the uncompressed content is {md5}, expected {idx.MNIST_CONTENT_MD5[base]}"
+    if md5 != md5s[base]:
+        return f"md5 of the uncompressed content is {md5}, expected {md5s[base]}"
     return None
 
 
-def is_complete(cache_dir: str | os.PathLike) -> bool:
+def is_complete(cache_dir: str | os.PathLike, *, md5s: Mapping[str, str] = idx.MNIST_CONTENT_MD5) -> bool:
     """Whether ``cache_dir`` already holds all four verified files (no network access)."""
     cache_dir = Path(cache_dir)
-    return all((cache_dir / (b + ".gz")).is_file() and _verified(cache_dir / (b + ".gz"), b) is None
+    return all((cache_dir / (b + ".gz")).is_file() and _verified(cache_dir / (b + ".gz"), b, md5s) is None
                for b in idx.MNIST_FILES.values())
 
 
 def download_mnist(cache_dir: str | os.PathLike, *, mirrors: Sequence[str] = MIRRORS,
-                   timeout: float = 60.0) -> Path:
+                   timeout: float = 60.0, md5s: Mapping[str, str] = idx.MNIST_CONTENT_MD5) -> Path:
     """Make sure ``cache_dir`` holds the four verified MNIST ``.gz`` files; return ``cache_dir``.
 
     Args:
       cache_dir: directory to fill (created if needed).
       mirrors: base URLs (ending in ``/``) tried in order for each file.
       timeout: seconds per HTTP request.
+      md5s: expected md5 of each file's uncompressed content, by standard base name.
 
     Raises:
       DownloadError: a file could not be fetched and verified from any mirror; the message
@@ -67,7 +68,7 @@ def download_mnist(cache_dir: str | os.PathLike, *, mirrors: Sequence[str] = MIR
     cache_dir.mkdir(parents=True, exist_ok=True)
     for base in idx.MNIST_FILES.values():
         target = cache_dir / (base + ".gz")
-        if target.is_file() and _verified(target, base) is None:
+        if target.is_file() and _verified(target, base, md5s) is None:
             continue
         attempts = []
         for mirror in mirrors:
@@ -80,7 +81,7 @@ def download_mnist(cache_dir: str | os.PathLike, *, mirrors: Sequence[str] = MIR
                 attempts.append(f"{url}: {err}")
                 tmp.unlink(missing_ok=True)
                 continue
-            problem = _verified(tmp, base)
+            problem = _verified(tmp, base, md5s)
             if problem is None:
                 if tmp.read_bytes()[:2] != b"\x1f\x8b":  # served uncompressed: store as .gz
                     tmp.write_bytes(gzip.compress(tmp.read_bytes(), mtime=0))

@@ -171,13 +171,15 @@ def _tfds_prepared() -> bool:
 
 
 def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = None,
-               cache_dir: str | os.PathLike | None = None) -> MNIST:
+               cache_dir: str | os.PathLike | None = None, verify_md5: bool = True) -> MNIST:
     """Load MNIST from ``source`` (see the module docstring for the order ``"auto"`` tries).
 
     Args:
       source: ``"auto"``, ``"idx"``, ``"tfds"``, ``"download"`` or ``"sample"``.
       data_dir: IDX directory (``"idx"``/``"auto"``) or the tfds data directory (``"tfds"``).
       cache_dir: download cache (``"download"``/``"auto"``); default :func:`default_cache_dir`.
+      verify_md5: check the known content md5s of IDX files with standard names (turn off only
+        for your own IDX files that reuse the standard names).
 
     Returns:
       :class:`MNIST`.
@@ -190,7 +192,7 @@ def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = Non
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
     if source == "idx":
-        return load_idx(data_dir)
+        return load_idx(data_dir, verify_md5=verify_md5)
     if source == "tfds":
         return load_tfds(data_dir=data_dir)
     if source == "sample":
@@ -201,7 +203,7 @@ def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = Non
         return dataclasses.replace(load_idx(directory), source="download")
     # auto
     if data_dir is not None or os.environ.get(ENV_DIR):
-        return load_idx(data_dir)
+        return load_idx(data_dir, verify_md5=verify_md5)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if download.is_complete(cache):
         return dataclasses.replace(load_idx(cache), source="download")

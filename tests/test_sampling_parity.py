@@ -69,9 +69,12 @@ def _jax_sample(image, grid, cot, mode, padding, align_corners):
     def f(im, g):
         return stn_jax.grid_sample(im, g, mode=mode, padding_mode=padding, align_corners=align_corners)
 
-    out, vjp = jax.vjp(jax.jit(f), jnp.asarray(image), jnp.asarray(grid))
-    g_img, g_grid = vjp(jnp.asarray(cot))
-    return np.asarray(out), np.asarray(g_img), np.asarray(g_grid)
+    @jax.jit  # forward and both gradients in one compilation
+    def fwd_bwd(im, g, c):
+        out, vjp = jax.vjp(f, im, g)
+        return (out,) + vjp(c)
+
+    return tuple(np.asarray(x) for x in fwd_bwd(jnp.asarray(image), jnp.asarray(grid), jnp.asarray(cot)))
 
 
 def _check_case(seed: int, spatial: tuple[int, ...], out: tuple[int, ...], channels: int,
@@ -111,8 +114,9 @@ def test_grid_sample_2d_matches_torch(mode, padding, align_corners):
 @pytest.mark.parametrize("mode", MODES_3D)
 def test_grid_sample_3d_matches_torch(mode, padding, align_corners):
     seed = zlib.crc32(f"3d{mode}{padding}{align_corners}".encode())
-    _check_case(seed, (3, 4, 5), (2, 3, 4), 3, mode, padding, align_corners)
-    _check_case(seed + 1, (2, 1, 3), (3, 2, 2), 1, mode, padding, align_corners)
+    # odd, non-square volume with C=3; C=1 and a size-1 axis are covered in 2-D
+    _check_case(seed, (3, 1, 5) if align_corners else (3, 4, 5), (2, 3, 4), 3, mode, padding,
+                align_corners)
 
 
 @pytest.mark.parametrize("mode,padding,align_corners", [

@@ -44,9 +44,14 @@ def _run(args: argparse.Namespace) -> int:
     import os
 
     from stn_jax.canonicalize.runner import Canonicalizer, run_canonicalize
+    from stn_jax.canonicalize.writer import MANIFEST
 
     if args.batch_size < 1:
         print("error: --batch-size must be positive", file=sys.stderr)
+        return 2
+    if os.path.exists(os.path.join(args.output, MANIFEST)) and not args.resume:
+        print(f"error: {args.output!r} already holds a canonicalisation run ({MANIFEST}); pass "
+              f"--resume to continue it or choose a new output directory", file=sys.stderr)
         return 2
     canon = Canonicalizer.from_workdir(args.workdir, step=args.step,
                                        transformer_index=args.transformer_index)

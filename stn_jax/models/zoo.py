@@ -20,7 +20,7 @@ paper for RTS/TC; the addition inputs are 42x42 RTS digits too).
 Widths. All models for one dataset are sized to about the same number of parameters, as in the
 paper: the budget is the parameter count of the FCN with two hidden layers of 128 on that
 dataset's raw input; every other model solves its classifier width to match the budget after
-its localization net is paid for (FCN classifiers: hidden width h; CNN classifiers: c1 = 32 and
+its localization net is paid for (FCN classifiers: hidden width h; CNN classifiers: c1 = 16 and
 c2 solved, capped at 64 to keep the CPU cost of the 7x7 conv bounded; where the cap binds the
 CNN has fewer parameters than the budget -- see :func:`summary`). Any width can be overridden.
 """
@@ -44,7 +44,7 @@ MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn")
 
 FCN_BUDGET_WIDTH = 128
 """Hidden width of the reference FCN whose parameter count sets each dataset's budget."""
-CNN_C1 = 32
+CNN_C1 = 16
 """Filters of the first 9x9 conv in CNN classifiers."""
 CNN_C2_CAP = 64
 """Upper bound on the solved filters of the second (7x7) conv."""

@@ -95,6 +95,3 @@ def make_optimizer(config: TrainConfig, params: Any, *,
         parts.append(optax.masked(optax.scale(mult), mask))
     return optax.chain(*parts)
 
-
-def global_norm(tree: Any) -> jax.Array:
-    return optax.global_norm(tree) if jax.tree_util.tree_leaves(tree) else jnp.zeros(())

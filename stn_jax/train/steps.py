@@ -62,7 +62,7 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, dropout_
         return ce + penalty_weight * penalty, (ce, logits)
 
     (loss, (ce, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.apply_gradients(grads=grads)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -95,3 +95,9 @@ def eval_step(apply_fn: Callable[..., jax.Array], params: Any, images: jax.Array
         "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * m),
         "count": jnp.sum(m),
     }
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """sqrt of the sum of squares of every leaf (float32 scalar)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)) if leaves else jnp.zeros(())

@@ -223,10 +223,22 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
     if transform.is_affine and not return_grid:
         return warp(x, transform.matrix(params), size, mode=mode, padding_mode=padding_mode,
                     align_corners=align_corners)
+    if transform.kind == "tps":
+        _warm_tps_basis(size, transform.control_grid, bool(align_corners))
     grid = transform.grid(params, size, align_corners=align_corners)
     out = sampling.grid_sample(x, grid, mode=mode, padding_mode=padding_mode,
                                align_corners=align_corners)
     return (out, grid) if return_grid else out
+
+
+def _warm_tps_basis(size: tuple[int, int], control_grid: tuple[int, int],
+                    align_corners: bool) -> None:
+    # grids._tps_basis (numpy, lru-cached) builds its points with identity_grid, which returns
+    # a jax array; under jit that array is a tracer and numpy conversion fails on a cache miss.
+    # Filling the cache eagerly keeps TPS transformers usable inside jit/eval_shape.
+    from stn_jax import grids
+    with jax.ensure_compile_time_eval():
+        grids._tps_basis(tuple(size), tuple(control_grid), align_corners)
 
 
 def compose_params_matrix(transform: Transform, params: jax.Array) -> jax.Array:

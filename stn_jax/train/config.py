@@ -46,7 +46,7 @@ class TrainConfig:
     # data
     data_source: str = _opt("auto", 'MNIST source for stn_jax.data.load_mnist: auto, idx, tfds, download or sample.')
     data_dir: str | None = _opt(None, "Directory holding the four MNIST IDX files (implies data_source='idx' when source is auto).")
-    validation_size: int = _opt(5000, 'Training digits held out for validation curves.')
+    validation_size: int | None = _opt(None, 'Training digits held out for validation curves (default: the data layer\'s, 5,000 for full MNIST, 10% of smaller sources).')
     fixed_train: bool = _opt(False, 'Draw training batches from a fixed pre-generated set instead of fresh distortions.')
     # optimisation
     steps: int = _opt(150_000, 'Number of optimisation steps.')
@@ -114,6 +114,8 @@ class TrainConfig:
             _positive_int(name, getattr(self, name))
         for name in ("eval_every", "warmup_steps", "validation_size", "seed"):
             value = getattr(self, name)
+            if name == "validation_size" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if not self.lr > 0:

@@ -479,12 +479,12 @@ def _loose_predicate() -> Callable[[tuple[str, ...]], bool]:
 
 
 def _spec_shape(spec: Any) -> tuple[int, int, int]:
-    shape = spec["input_shape"] if isinstance(spec, dict) else getattr(spec, "input_shape", spec[0])
+    shape = spec["input_shape"] if isinstance(spec, dict) else spec.input_shape
     return tuple(int(s) for s in shape)
 
 
 def _spec_classes(spec: Any) -> int:
-    return int(spec["num_classes"] if isinstance(spec, dict) else getattr(spec, "num_classes", spec[1]))
+    return int(spec["num_classes"] if isinstance(spec, dict) else spec.num_classes)
 
 
 def evaluate(workdir: str | pathlib.Path, *, step: int | None = None, data_dir: str | None = None,
@@ -493,7 +493,9 @@ def evaluate(workdir: str | pathlib.Path, *, step: int | None = None, data_dir: 
 
     Returns ``{"test_error", "test_error_pct", "test_loss", "test_count", "step", ...}``.
     """
-    run = load_run(workdir, step=step, model=model)
+    shape = tuple(dataset.input_shape) if dataset is not None else None
+    classes = int(dataset.num_classes) if dataset is not None else None
+    run = load_run(workdir, step=step, model=model, input_shape=shape, num_classes=classes)
     config = run.config
     if dataset is None:
         from stn_jax.data import load_mnist, make_dataset

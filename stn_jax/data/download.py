@@ -43,27 +43,33 @@ def _verified(path: Path, base: str, md5s: Mapping[str, str]) -> str | None:
     return None
 
 
-def is_complete(cache_dir: str | os.PathLike, *, md5s: Mapping[str, str] = idx.MNIST_CONTENT_MD5) -> bool:
+def is_complete(cache_dir: str | os.PathLike, *, md5s: Mapping[str, str] | None = None) -> bool:
     """Whether ``cache_dir`` already holds all four verified files (no network access)."""
     cache_dir = Path(cache_dir)
+    md5s = idx.MNIST_CONTENT_MD5 if md5s is None else md5s
     return all((cache_dir / (b + ".gz")).is_file() and _verified(cache_dir / (b + ".gz"), b, md5s) is None
                for b in idx.MNIST_FILES.values())
 
 
-def download_mnist(cache_dir: str | os.PathLike, *, mirrors: Sequence[str] = MIRRORS,
-                   timeout: float = 60.0, md5s: Mapping[str, str] = idx.MNIST_CONTENT_MD5) -> Path:
+def download_mnist(cache_dir: str | os.PathLike, *, mirrors: Sequence[str] | None = None,
+                   timeout: float = 60.0, md5s: Mapping[str, str] | None = None) -> Path:
     """Make sure ``cache_dir`` holds the four verified MNIST ``.gz`` files; return ``cache_dir``.
 
     Args:
       cache_dir: directory to fill (created if needed).
-      mirrors: base URLs (ending in ``/``) tried in order for each file.
+      mirrors: base URLs tried in order for each file (default :data:`MIRRORS`).
       timeout: seconds per HTTP request.
-      md5s: expected md5 of each file's uncompressed content, by standard base name.
+      md5s: expected md5 of each file's uncompressed content, by standard base name
+        (default :data:`stn_jax.data.idx.MNIST_CONTENT_MD5`).
 
     Raises:
       DownloadError: a file could not be fetched and verified from any mirror; the message
         names the file and what each mirror returned (HTTP error, truncated, wrong md5...).
     """
+    mirrors = MIRRORS if mirrors is None else tuple(mirrors)
+    md5s = idx.MNIST_CONTENT_MD5 if md5s is None else md5s
+    if not mirrors:
+        raise ValueError("mirrors must name at least one base URL")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for base in idx.MNIST_FILES.values():

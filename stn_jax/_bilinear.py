@@ -1,0 +1,192 @@
+"""Fast path for 2-D bilinear ``grid_sample``: one 2x2xC window gather, a hand-written JVP.
+
+Same semantics as the generic per-tap sampler in :mod:`stn_jax.sampling` (PyTorch's
+``grid_sample``; every padding mode, ``align_corners``, non-finite grid values read as
+outside, the same dtype policy and gradients, including exactly at integer positions),
+but organised for speed:
+
+* the image is zero-padded by one pixel on each side, so the four taps of an output pixel
+  are one in-bounds (2, 2, C) window of the padded image, read by **one** gather with
+  int32 indices; taps that fall outside the image read the zero border, and only output
+  points whose window lies entirely outside are masked (one mask per point, not per tap);
+* the derivative is a ``jax.custom_jvp`` rule: the tangent is the same weighted window
+  gather of the image tangent plus ``d out / d(ix, iy)`` (from the four values already
+  gathered) times the coordinate tangent. Reverse mode transposes it into **one** windowed
+  scatter-add for the image gradient and a per-point product for the grid gradient,
+  instead of XLA's four scatter-adds and a chain of masked selects. Because it is a JVP
+  rule (not a custom VJP), forward mode, ``jax.hessian`` and higher-order derivatives
+  work and agree with the generic path; ``vmap``, ``jit`` and ``jax.checkpoint`` work as
+  for any JAX function.
+
+Padding ``border``/``reflection`` and ``align_corners`` reuse the generic coordinate code
+(:func:`stn_jax.sampling._unnormalize`, :func:`stn_jax.sampling._apply_padding`), whose
+derivative (zero where clamped, sign flip where reflected) enters through ``jax.jvp``.
+
+Expert override: :func:`sampler_implementation` (``"auto"``, ``"fast"``, ``"generic"``)
+selects the path at trace time; ``"auto"`` (the default) takes this fast path for every
+2-D bilinear call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from stn_jax import sampling
+
+IMPLEMENTATIONS = ("auto", "fast", "generic")
+_impl = "auto"
+_BARRIER = False
+
+
+@contextlib.contextmanager
+def sampler_implementation(name: str) -> Iterator[None]:
+    """Expert override of the 2-D bilinear sampler implementation, read at trace time.
+
+    ``"auto"`` (default): the fast window-gather path for 2-D bilinear sampling;
+    ``"fast"``: the same, explicitly; ``"generic"``: the per-tap reference implementation.
+    Functions already traced under ``jit`` keep the implementation they were traced with.
+    """
+    global _impl
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown sampler implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+    previous, _impl = _impl, name
+    try:
+        yield
+    finally:
+        _impl = previous
+
+
+def use_fast_path(mode: str, ndim: int) -> bool:
+    """Whether :func:`stn_jax.grid_sample` should dispatch to :func:`sample_one`."""
+    return _impl != "generic" and mode == "bilinear" and ndim == 2
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def _coords(grid: jax.Array, height: int, width: int, padding_mode: str,
+            align_corners: bool) -> tuple[jax.Array, jax.Array]:
+    """grid (Ho, Wo, 2) -> padded pixel coordinates (ix, iy), each (Ho, Wo).
+
+    Non-finite grid points are replaced by 0 here (their tangent is 0) and masked later.
+    """
+    x, y = grid[..., 0], grid[..., 1]
+    finite = jnp.isfinite(x) & jnp.isfinite(y)
+    x = jnp.where(finite, x, 0.0)
+    y = jnp.where(finite, y, 0.0)
+    ix = sampling._apply_padding(sampling._unnormalize(x, width, align_corners), width,
+                                 padding_mode, align_corners)
+    iy = sampling._apply_padding(sampling._unnormalize(y, height, align_corners), height,
+                                 padding_mode, align_corners)
+    return ix, iy
+
+
+_WINDOW_DNUMS = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(),
+                                           start_index_map=(0, 1))
+
+
+def _window_gather(padded: jax.Array, starts: jax.Array) -> jax.Array:
+    """padded (H+2, W+2, C), starts (Ho, Wo, 2) int32 (row, col) -> (Ho, Wo, 2, 2, C).
+
+    The image is viewed as (H+2, (W+2) * C) so that a window is 2 rows of 2*C contiguous
+    values; its transpose (reverse mode) is then a scatter-add of (2, 2C) windows, which
+    XLA:CPU runs ~2x faster than the equivalent (2, 2, C)-window scatter.
+    """
+    rows, cols, channels = padded.shape
+    flat = padded.reshape(rows, cols * channels)
+    starts = starts * jnp.array([1, channels], jnp.int32)
+    v = lax.gather(flat, starts, _WINDOW_DNUMS, slice_sizes=(2, 2 * channels),
+                   mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    return v.reshape(*starts.shape[:-1], 2, 2, channels)
+
+
+def _pad(image: jax.Array) -> jax.Array:
+    return jnp.pad(image, ((1, 1), (1, 1), (0, 0)))
+
+
+def _layout(grid: jax.Array, image_shape: tuple[int, ...], padding_mode: str, align_corners: bool,
+            compute_dtype: jnp.dtype):
+    """Window starts, in-range mask and fractional offsets of every output point."""
+    height, width, _ = image_shape
+    grid = grid.astype(compute_dtype)
+    finite = jnp.all(jnp.isfinite(grid), axis=-1)
+    ix, iy = _coords(grid, height, width, padding_mode, align_corners)
+    x0 = lax.stop_gradient(jnp.floor(ix))
+    y0 = lax.stop_gradient(jnp.floor(iy))
+    fx = ix - x0
+    fy = iy - y0
+    # The window's top-left tap is (y0, x0); at least one tap is inside iff
+    # -1 <= x0 <= W-1 and -1 <= y0 <= H-1. Otherwise every tap is outside: mask the point.
+    ok = finite & (x0 >= -1) & (x0 <= width - 1) & (y0 >= -1) & (y0 <= height - 1)
+    # Keep masked points finite (a huge coordinate gives inf - inf = NaN) so that neither
+    # 0 * NaN in the blend nor in the transposed (reverse-mode) products can leak NaN.
+    fx = jnp.where(ok, fx, 0.0)
+    fy = jnp.where(ok, fy, 0.0)
+    col = (jnp.clip(x0, -1, width - 1) + 1).astype(jnp.int32)
+    row = (jnp.clip(y0, -1, height - 1) + 1).astype(jnp.int32)
+    starts = jnp.stack([row, col], axis=-1)
+    return starts, ok.astype(compute_dtype), fx, fy
+
+
+def _combine(v: jax.Array, fx: jax.Array, fy: jax.Array, ok: jax.Array) -> jax.Array:
+    """v (Ho, Wo, 2, 2, C) window values -> bilinear blend (Ho, Wo, C), masked by ok."""
+    fx, fy, ok = fx[..., None], fy[..., None], ok[..., None]
+    top = v[:, :, 0, 0] + fx * (v[:, :, 0, 1] - v[:, :, 0, 0])
+    bottom = v[:, :, 1, 0] + fx * (v[:, :, 1, 1] - v[:, :, 1, 0])
+    return ok * (top + fy * (bottom - top))
+
+
+# ----------------------------------------------------------------------------- custom JVP core
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _sample(image: jax.Array, grid: jax.Array, padding_mode: str, align_corners: bool,
+            compute_dtype: jnp.dtype) -> jax.Array:
+    starts, ok, fx, fy = _layout(grid, image.shape, padding_mode, align_corners, compute_dtype)
+    v = _window_gather(_pad(image), starts).astype(compute_dtype)
+    return _combine(v, fx, fy, ok)
+
+
+@_sample.defjvp
+def _sample_jvp(padding_mode, align_corners, compute_dtype, primals, tangents):
+    image, grid = primals
+    t_image, t_grid = tangents
+    height, width, _ = image.shape
+    starts, ok, fx, fy = _layout(grid, image.shape, padding_mode, align_corners, compute_dtype)
+    v = _window_gather(_pad(image), starts).astype(compute_dtype)
+    if _BARRIER:
+        v, fx, fy, ok = lax.optimization_barrier((v, fx, fy, ok))
+    out = _combine(v, fx, fy, ok)
+
+    # d out / d ix and d out / d iy from the gathered window (PyTorch's formulas, which
+    # are the one-sided differences also at integer positions).
+    fx_, fy_, ok_ = fx[..., None], fy[..., None], ok[..., None]
+    d_ix = ok_ * ((1 - fy_) * (v[:, :, 0, 1] - v[:, :, 0, 0]) + fy_ * (v[:, :, 1, 1] - v[:, :, 1, 0]))
+    d_iy = ok_ * ((1 - fx_) * (v[:, :, 1, 0] - v[:, :, 0, 0]) + fx_ * (v[:, :, 1, 1] - v[:, :, 0, 1]))
+    coords = functools.partial(_coords, height=height, width=width, padding_mode=padding_mode,
+                               align_corners=align_corners)
+    g = grid.astype(compute_dtype)
+    _, (t_ix, t_iy) = jax.jvp(coords, (g,), (t_grid.astype(compute_dtype),))
+
+    # The image tangent enters as sum_k w_k * window_k with the four weights stacked, so that
+    # its transpose is a single broadcast multiply feeding one windowed scatter-add (the lerp
+    # form of _combine transposes into a chain of pads and negations that XLA recomputes
+    # per window element: ~3x slower on CPU).
+    weights = jnp.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=-1)
+    weights = (weights * ok[..., None]).reshape(*weights.shape[:-1], 2, 2, 1)
+    t_v = _window_gather(_pad(t_image), starts).astype(compute_dtype)
+    t_out = (jnp.sum(weights * t_v, axis=(-3, -2)) + d_ix * t_ix[..., None].astype(compute_dtype)
+             + d_iy * t_iy[..., None].astype(compute_dtype))
+    return out, t_out
+
+
+def sample_one(image: jax.Array, grid: jax.Array, *, padding_mode: str, align_corners: bool,
+               compute_dtype: jnp.dtype) -> jax.Array:
+    """One example, 2-D bilinear: image (H, W, C), grid (Ho, Wo, 2) -> (Ho, Wo, C) in compute_dtype."""
+    return _sample(image, grid, padding_mode, bool(align_corners), jnp.dtype(compute_dtype))

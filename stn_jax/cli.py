@@ -15,6 +15,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     # e.g. "stn_jax.train.cli", "stn_jax.data.cli", "stn_jax.canonicalize.cli"
     "stn_jax.canonicalize.cli",
     "stn_jax.train.cli",
+    "stn_jax.data.cli",
 )
 
 

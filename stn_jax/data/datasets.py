@@ -150,6 +150,13 @@ class DistortedDataset:
         """Training digits (the stream draws from these)."""
         return int(self._train_images.shape[0])
 
+    def digits(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The undistorted host digits of ``split`` ("train", "validation" or "test"):
+        uint8 (n, 28, 28) and int32 (n,)."""
+        if split not in self._splits:
+            raise ValueError(f"split must be one of {tuple(self._splits)}; got {split!r}")
+        return self._splits[split]
+
     @property
     def train_arrays(self) -> tuple[jax.Array, jax.Array]:
         """Device arrays the stream draws from: uint8 images and int32 labels. With

@@ -11,8 +11,12 @@ import numpy as np
 
 
 def _tile(image: np.ndarray) -> np.ndarray:
-    """(H, W, C) -> (H, C*W): channels side by side (addition shows both digits)."""
-    return np.concatenate([image[..., c] for c in range(image.shape[-1])], axis=1)
+    """(H, W, C) -> (H, C*W + C - 1): channels side by side with a grey 1-pixel separator."""
+    sep = np.full((image.shape[0], 1), 0.5, image.dtype)
+    parts = []
+    for c in range(image.shape[-1]):
+        parts += [sep, image[..., c]] if c else [image[..., c]]
+    return np.concatenate(parts, axis=1)
 
 
 def save_preview(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *, cols: int = 8,

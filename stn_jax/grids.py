@@ -83,13 +83,11 @@ def affine_grid(theta: ArrayLike, size: Sequence[int], *, align_corners: bool = 
     if theta.ndim not in (2, 3) or theta.shape[-2:] != (d, d + 1):
         raise ValueError(f"for a {d}-D size {size}, theta must have shape (N, {d}, {d + 1}) or "
                          f"({d}, {d + 1}); got {theta.shape}")
-    base = identity_grid(size, align_corners=align_corners, dtype=theta.dtype)
-    # Elementwise multiply-add (not a matmul) keeps full float32 precision on every backend.
-    t = theta[..., None, None, :, :] if d == 2 else theta[..., None, None, None, :, :]
-    out = t[..., :, d]
-    for k in range(d):
-        out = out + base[..., k, None] * t[..., :, k]
-    return out
+    # Elementwise multiply-add (not a matmul) keeps full float32 precision on every backend;
+    # its derivative is an explicit contraction (one dot in reverse mode): see stn_jax._affine.
+    from stn_jax import _affine
+
+    return _affine.affine_grid(theta, size, bool(align_corners))
 
 
 def projective_grid(homography: ArrayLike, size: Sequence[int], *,

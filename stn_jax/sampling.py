@@ -23,6 +23,7 @@ back to the image dtype; float64 inputs (with ``jax_enable_x64``) are computed i
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable
 
@@ -219,8 +220,12 @@ def grid_sample(image: ArrayLike, grid: ArrayLike, *, mode: str = "bilinear",
                             f"or float64); got dtype {x.dtype}")
     ndim, batched = _resolve_layout(image, grid)
     check_options(mode, padding_mode, ndim)
-    fn: Callable[[jax.Array, jax.Array], jax.Array] = lambda im, g: _sample_one(
-        im, g, mode=mode, padding_mode=padding_mode, align_corners=bool(align_corners),
+    from stn_jax import _bilinear  # fast 2-D bilinear path (imports this module)
+
+    core = _bilinear.sample_one if _bilinear.use_fast_path(mode, ndim) else functools.partial(
+        _sample_one, mode=mode)
+    fn: Callable[[jax.Array, jax.Array], jax.Array] = lambda im, g: core(
+        im, g, padding_mode=padding_mode, align_corners=bool(align_corners),
         compute_dtype=_compute_dtype(image.dtype, grid.dtype))
     out = jax.vmap(fn)(image, grid) if batched else fn(image, grid)
     return out.astype(image.dtype)

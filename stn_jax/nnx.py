@@ -8,9 +8,10 @@
 
 NNX modules are built eagerly, so they need the input shape ``(H, W, C)`` up front (the Linen
 modules infer it). Parameter access: ``__call__(x, return_params=True)`` returns
-``(warped, params)``; every call also sows, as ``nnx.Intermediate`` variables,
-``transform_params`` (N, P) and ``transform_deviation`` (N, P) = params - initial params;
-``nnx.pop(model, nnx.Intermediate)`` collects them and
+``(warped, params)``; every call also sows, as ``nnx.Intermediate`` values,
+``transform_params`` (N, P) and ``transform_deviation`` (N, P) = params - initial params,
+collected with ``out, inter = nnx.capture(model, nnx.Intermediate)(x)`` (flax >= 0.12.x; on
+older flax without ``nnx.capture``, ``nnx.pop(model, nnx.Intermediate)``), and
 :func:`stn_jax.models.transform_penalty` turns them into the penalty.
 
 Attribute names match the Linen parameter tree (``localization`` with ``layers[i]`` for the
@@ -114,6 +115,13 @@ def _feature_count(localization: nnx.Module, in_shape: tuple[int, int, int]) -> 
     return int(shape[-1])
 
 
+def _sow(module: nnx.Module, name: str, value: jax.Array) -> None:
+    """Sow an ``nnx.Intermediate``: inside ``nnx.capture`` only where flax has it (sowing
+    outside a capture is deprecated there), always on older flax."""
+    if not hasattr(nnx, "capture") or hasattr(module, "__captures__"):
+        module.sow(nnx.Intermediate, name, value)
+
+
 class SpatialTransformer(nnx.Module):
     """A spatial transformer (NNX): localization -> regression -> sampler.
 
@@ -167,8 +175,8 @@ class SpatialTransformer(nnx.Module):
                  ) -> jax.Array | tuple[jax.Array, jax.Array]:
         raw = self.regression(self.localization(x))
         params = core.constrain(raw, self.transform, self.bound)
-        self.sow(nnx.Intermediate, "transform_params", params)
-        self.sow(nnx.Intermediate, "transform_deviation", params - jnp.asarray(self.initial))
+        _sow(self, "transform_params", params)
+        _sow(self, "transform_deviation", params - jnp.asarray(self.initial))
         out = core.apply_transform(x, params, self.transform, output_size=self.output_size,
                                    mode=self.mode, padding_mode=self.padding_mode,
                                    align_corners=self.align_corners)
@@ -237,6 +245,6 @@ def load_linen_params(module: SpatialTransformer, params: dict) -> SpatialTransf
                         f"{type(loc).__name__}")
     pairs.append((module.regression, params["regression"]))
     for layer, p in pairs:
-        layer.kernel.value = jnp.asarray(p["kernel"])
-        layer.bias.value = jnp.asarray(p["bias"])
+        layer.kernel[...] = jnp.asarray(p["kernel"])
+        layer.bias[...] = jnp.asarray(p["bias"])
     return module

@@ -1,0 +1,161 @@
+"""NNX SpatialTransformer: identity at init, parity with Linen, gradients, dtypes, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import stn_jax
+from stn_jax import linen as stn_linen
+from stn_jax import nnx as stn
+from stn_jax.models import transform_penalty
+
+KINDS = ("translation", "attention", "similarity", "affine", "projective", "tps")
+
+
+def _image(shape=(2, 12, 12, 3), seed=0):
+    return jax.random.uniform(jax.random.key(seed), shape, jnp.float32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fresh_module_is_identity(kind):
+    x = _image()
+    module = stn.SpatialTransformer((12, 12, 3), kind, num_control_points=9, rngs=nnx.Rngs(0))
+    y, params = module(x, return_params=True)
+    np.testing.assert_allclose(y, x, atol=1e-5)
+    ident = stn_jax.get_transform(kind, num_control_points=9).identity
+    np.testing.assert_allclose(params, np.broadcast_to(ident, params.shape), atol=1e-6)
+
+
+def _perturbed_linen(module, x, seed=3):
+    variables = module.init(jax.random.key(seed), x)
+    leaves, treedef = jax.tree_util.tree_flatten(variables["params"])
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    leaves = [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+    return {"params": jax.tree_util.tree_unflatten(treedef, leaves)}
+
+
+@pytest.mark.parametrize("kind, loc, bound", [
+    ("affine", "mlp", None), ("tps", "mlp", "tanh"), ("projective", "cnn", None),
+    ("attention", "cnn", "tanh")])
+def test_linen_and_nnx_give_identical_outputs(kind, loc, bound):
+    x = _image((2, 12, 12, 2))
+    opts = dict(num_control_points=4, bound=bound, padding_mode="border")
+    linen_loc = stn_linen.LocalizationCNN(features=(4, 4), hidden=8) if loc == "cnn" else None
+    nnx_loc = (stn.LocalizationCNN((12, 12, 2), features=(4, 4), hidden=8, rngs=nnx.Rngs(1))
+               if loc == "cnn" else None)
+    lmod = stn_linen.SpatialTransformer(transform=kind, localization=linen_loc, **opts)
+    nmod = stn.SpatialTransformer((12, 12, 2), kind, localization=nnx_loc, rngs=nnx.Rngs(0),
+                                  **opts)
+    variables = _perturbed_linen(lmod, x)
+    stn.load_linen_params(nmod, variables["params"])
+    ly, lp = lmod.apply(variables, x, return_params=True)
+    ny, np_ = nmod(x, return_params=True)
+    assert float(jnp.abs(ly - x).max()) > 1e-3  # the perturbation moved the warp
+    np.testing.assert_array_equal(np.asarray(ly), np.asarray(ny))
+    np.testing.assert_array_equal(np.asarray(lp), np.asarray(np_))
+
+
+def test_same_defaults_as_linen():
+    x = _image((1, 8, 8, 1))
+    lvars = stn_linen.SpatialTransformer().init(jax.random.key(0), x)
+    nmod = stn.SpatialTransformer((8, 8, 1), rngs=nnx.Rngs(0))
+    lshapes = jax.tree_util.tree_map(jnp.shape, lvars["params"])
+    assert lshapes["regression"]["kernel"] == nmod.regression.kernel[...].shape == (32, 6)
+    assert [lshapes["localization"][f"Dense_{i}"]["kernel"] for i in range(3)] == [
+        layer.kernel[...].shape for layer in nmod.localization.layers]
+
+
+def _capture(module, x):
+    if hasattr(nnx, "capture"):
+        out, inter = nnx.capture(module, nnx.Intermediate)(x)
+    else:  # older flax: sow stores on the module
+        out = module(x)
+        inter = nnx.pop(module, nnx.Intermediate)
+    inter = {k: (v.get_value() if hasattr(v, "get_value") else v) for k, v in dict(inter).items()}
+    inter = {k: (v[0] if isinstance(v, tuple) else v) for k, v in inter.items()}
+    return out, inter
+
+
+def test_sown_intermediates_and_penalty():
+    x = _image()
+    module = stn.SpatialTransformer((12, 12, 3), "similarity", rngs=nnx.Rngs(0))
+    _, inter = _capture(module, x)
+    assert inter["transform_params"].shape == (2, 4)
+    assert float(transform_penalty(inter)) == 0.0
+    module.regression.bias[...] = jnp.array([1.0, 0.0, 0.3, -0.4])
+    _, inter = _capture(module, x)
+    np.testing.assert_allclose(transform_penalty(inter), (0.3 ** 2 + 0.4 ** 2) / 4, rtol=1e-6)
+
+
+def test_jit_grad_reaches_localization():
+    yy, xx = np.mgrid[:16, :16]
+    blob = lambda cx: np.exp(-((xx - cx) ** 2 + (yy - 8) ** 2) / 8.0)
+    x = jnp.asarray(np.stack([blob(6), blob(7)])[..., None], jnp.float32)
+    target = jnp.asarray(np.stack([blob(8), blob(9)])[..., None], jnp.float32)
+    module = stn.SpatialTransformer((16, 16, 1), "affine", rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(module, optax.sgd(10.0), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(module, optimizer):
+        loss = lambda m: jnp.mean((m(x) - target) ** 2)
+        grads = nnx.grad(loss)(module)
+        optimizer.update(module, grads)
+        return grads
+
+    g0 = step(module, optimizer)
+    assert float(jnp.abs(g0.regression.kernel[...]).max()) > 0
+    g1 = step(module, optimizer)
+    loc = jax.tree_util.tree_leaves(nnx.state(g1.localization if hasattr(g1, "localization")
+                                              else g1["localization"]))
+    assert max(float(jnp.abs(g).max()) for g in loc) > 0
+
+
+def test_bfloat16_compute_dtype():
+    x = _image((2, 12, 12, 1)).astype(jnp.bfloat16)
+    module = stn.SpatialTransformer((12, 12, 1), "affine", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    y, params = module(x, return_params=True)
+    assert y.dtype == jnp.bfloat16 and params.dtype == jnp.float32
+    np.testing.assert_allclose(y.astype(jnp.float32), x.astype(jnp.float32), atol=1e-2)
+
+
+def test_parallel_heads_start_at_distinct_regions():
+    x = _image((2, 16, 16, 1))
+    module = stn.ParallelSpatialTransformers(
+        (16, 16, 1), 4, "attention", rngs=nnx.Rngs(0),
+        localization=lambda shape, rngs: stn.LocalizationMLP(int(np.prod(shape)), (8,), rngs=rngs))
+    y, params = module(x, return_params=True)
+    assert y.shape == (2, 16, 16, 4)
+    np.testing.assert_allclose(np.stack([p[0] for p in params]),
+                               [[0.5, -0.5, -0.5], [0.5, 0.5, -0.5], [0.5, -0.5, 0.5],
+                                [0.5, 0.5, 0.5]])
+    lin = stn_linen.ParallelSpatialTransformers(num_heads=4, transform="attention")
+    lvars = lin.init(jax.random.key(0), x)
+    _, lparams = lin.apply(lvars, x, return_params=True)
+    np.testing.assert_allclose(np.stack([p[0] for p in params]), np.stack([p[0] for p in lparams]))
+
+
+def test_custom_localization_feature_count_is_inferred():
+    class Pool(nnx.Module):  # no out_features attribute: shape inference finds F = 3
+        def __call__(self, x):
+            return jnp.mean(x, axis=(1, 2))
+
+    module = stn.SpatialTransformer((8, 8, 3), "translation", localization=Pool(),
+                                    rngs=nnx.Rngs(0))
+    assert module.regression.kernel[...].shape == (3, 2)
+    x = _image((2, 8, 8, 3))
+    np.testing.assert_allclose(module(x), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    (((8, 8, 1), "rotation"), {}, "unknown transform kind"),
+    (((8, 8, 1), "affine"), dict(output_size=(4, 4, 4)), "output_size"),
+    (((8, 8, 1), "tps"), dict(num_control_points=12), "perfect square"),
+    (((8, 8), "affine"), {}, r"\(H, W, C\)"),
+    (((8, 8, 1), "affine"), dict(padding_mode="wrap"), "padding_mode"),
+])
+def test_bad_configuration_raises(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        stn.SpatialTransformer(*args, rngs=nnx.Rngs(0), **kwargs)

@@ -58,7 +58,8 @@ class Checkpointer:
             step = steps[-1]
         elif step not in steps:
             raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {steps}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct)
+                                else ocp.utils.to_shape_dtype_struct(x), target)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))

@@ -39,7 +39,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         kind = _field_type(field)
         default = getattr(defaults, field.name)
-        help_text = f"{field.metadata.get('help', '')} (default: {default})"
+        help_text = f"{field.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
         description="Train FCN/CNN/ST-FCN/ST-CNN models on the paper's distorted-MNIST datasets, "
                     "data-parallel over every device. Writes WORKDIR/config.json, metrics.jsonl, "
                     "results.json, checkpoints/ and figures/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
     p.set_defaults(func=run_train)
     e = subparsers.add_parser("evaluate", help="re-score a checkpoint on the fixed test set",

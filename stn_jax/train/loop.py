@@ -461,10 +461,14 @@ def load_run(workdir: str | pathlib.Path, *, step: int | None = None, model: Any
     input_shape = tuple(int(s) for s in input_shape)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
-    params = _init_params(model, input_shape, _root_keys(config.seed)[0], mesh)
+    dummy = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    params = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), dummy)["params"]
     tx = make_optimizer(config, params, is_localization=_loose_predicate())
-    state = create_state(model, params, tx)
-    tree, _ = checkpointer.restore(_checkpoint_tree(state, _accum_zeros()), step=step)
+    # abstract target (shapes, dtypes, sharding on one local device): no initialisation compile
+    rep = parallel.replicated(mesh)
+    target = jax.eval_shape(lambda p: _checkpoint_tree(create_state(model, p, tx), _accum_zeros()), params)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), target)
+    tree, _ = checkpointer.restore(target, step=step)
     checkpointer.close()
     return LoadedRun(model=model, variables={"params": tree["params"]}, config=config,
                      input_shape=input_shape, num_classes=int(num_classes), step=int(tree["step"]))

@@ -82,8 +82,8 @@ def plot_transformer_panel(images: np.ndarray, transformers: Sequence[dict[str, 
                            path: str | pathlib.Path, *, labels: np.ndarray | None = None,
                            predictions: np.ndarray | None = None, title: str = "",
                            align_corners: bool = False) -> pathlib.Path:
-    """The paper's Figure 3: each row is one test input with every transformer's sampling grid
-    drawn on it, followed by each transformer's output.
+    """The paper's Figure 3: each column is one test input with every transformer's sampling
+    grid drawn on it (top row), above each transformer's output (one row per transformer).
 
     Args:
       images: (N, H, W, C) inputs in [0, 1] (channel 0 is shown for C > 1 inputs; each
@@ -96,10 +96,10 @@ def plot_transformer_panel(images: np.ndarray, transformers: Sequence[dict[str, 
     images = np.asarray(images)
     n, h, w, c = images.shape
     k = len(transformers)
-    fig, axes = plt.subplots(n, 1 + k, figsize=(1.9 * (1 + k), 1.9 * n), squeeze=False)
+    fig, axes = plt.subplots(1 + k, n, figsize=(1.55 * n, 1.75 * (1 + k)), squeeze=False)
     colors = ["#ff3030", "#30a0ff", "#30d030", "#ffb000"]
     for i in range(n):
-        ax = axes[i, 0]
+        ax = axes[0, i]
         shown = images[i, :, :, 0] if c == 1 or c != k else images[i].max(-1)
         ax.imshow(shown, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         for j, t in enumerate(transformers):
@@ -112,16 +112,18 @@ def plot_transformer_panel(images: np.ndarray, transformers: Sequence[dict[str, 
         if labels is not None:
             text = f"label {int(labels[i])}"
             if predictions is not None:
-                text += f", pred {int(predictions[i])}"
+                text += f"\npred {int(predictions[i])}"
         ax.set_title(text, fontsize=8)
         for j, t in enumerate(transformers):
             warped = np.asarray(t["warped"][i])
-            ax2 = axes[i, 1 + j]
+            ax2 = axes[1 + j, i]
             ax2.imshow(warped[..., 0] if warped.shape[-1] == 1 else warped.max(-1), cmap="gray", vmin=0, vmax=1)
-            ax2.set_title(f"{t.get('kind', 'ST')} output", fontsize=8, color=colors[j % len(colors)])
-        for ax_ in axes[i]:
+            if i == 0:
+                ax2.set_ylabel(f"{t.get('kind', 'ST')} output", fontsize=8, color=colors[j % len(colors)])
+        for ax_ in axes[:, i]:
             ax_.set_xticks([])
             ax_.set_yticks([])
+    axes[0, 0].set_ylabel("input + grid", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

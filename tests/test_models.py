@@ -1,0 +1,140 @@
+"""The model zoo: shapes, identity at init, contract helpers, parameter counts (vs README)."""
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stn_jax import models
+from stn_jax.models.helpers import _shapes
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+COLUMNS = [("fcn", "affine"), ("cnn", "affine"), ("st-fcn", "affine"), ("st-fcn", "projective"),
+           ("st-fcn", "tps"), ("st-cnn", "affine"), ("st-cnn", "projective"), ("st-cnn", "tps"),
+           ("2st-fcn", "affine")]
+
+
+def _readme_counts():
+    text = README.read_text()
+    block = text.split("<!-- zoo-param-counts -->")[1].split("<!-- /zoo-param-counts -->")[0]
+    rows = {}
+    for line in block.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = [None if c == "—" else int(c.replace(",", "")) for c in cells[1:]]
+    return rows
+
+
+def test_parameter_counts_match_readme():
+    rows = _readme_counts()
+    assert set(rows) == {"r", "rts", "tc", "addition"}
+    for dataset, counts in rows.items():
+        assert len(counts) == len(COLUMNS)
+        for (name, transform), expected in zip(COLUMNS, counts):
+            if expected is None:
+                continue
+            model = models.create_model(name, dataset=dataset, transform=transform)
+            got = models.count_params(_shapes(model, dataset))
+            assert got == expected, (dataset, name, transform)
+
+
+def test_comparable_models_have_similar_counts():
+    for dataset in ("r", "p", "e", "rts", "tc", "addition"):
+        budget = models.budget(dataset)
+        for name in ("fcn", "st-fcn"):
+            for transform in ("affine", "projective", "tps"):
+                model = models.create_model(name, dataset=dataset, transform=transform)
+                got = models.count_params(_shapes(model, dataset))
+                assert abs(got - budget) / budget < 0.01
+    r = models.budget("r")
+    for name in ("cnn", "st-cnn"):
+        got = models.count_params(_shapes(models.create_model(name, dataset="r"), "r"))
+        assert 0.6 < got / r <= 1.01
+
+
+@pytest.mark.parametrize("name, dataset, transform", [
+    ("fcn", "r", "affine"), ("st-fcn", "rts", "tps"), ("st-cnn", "r", "projective"),
+    ("2st-fcn", "addition", "affine")])
+def test_forward_shapes_dtypes_and_dropout(name, dataset, transform):
+    spec = models.DATASET_SPECS[dataset]
+    x = jax.random.uniform(jax.random.key(0), (2,) + spec.input_shape)
+    model = models.create_model(name, dataset=dataset, transform=transform, dropout_rate=0.5)
+    variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(1))
+    apply = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
+    logits = apply(variables, x, jax.random.key(2))
+    assert logits.shape == (2, spec.num_classes) and logits.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(logits)))
+    # train=True uses dropout: different keys give different logits
+    assert float(jnp.abs(logits - apply(variables, x, jax.random.key(3))).max()) > 0
+
+
+def test_inspect_transformers_and_penalty():
+    spec = models.DATASET_SPECS["addition"]
+    x = jax.random.uniform(jax.random.key(0), (2,) + spec.input_shape)
+    model = models.create_model("2st-fcn", dataset="addition", transform="attention")
+    variables = model.init(jax.random.key(1), x, train=False)
+    found = models.inspect_transformers(model, variables, x)
+    assert [f["kind"] for f in found] == ["attention", "attention"]
+    for f in found:
+        assert f["params"].shape == (2, 3) and f["grid"].shape == (2, 42, 42, 2)
+        assert f["warped"].shape == (2, 42, 42, 2)
+    assert float(jnp.abs(found[0]["params"] - found[1]["params"]).max()) > 0.1
+    _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+    assert float(models.transform_penalty(state["intermediates"])) == 0.0
+    fcn = models.create_model("fcn", dataset="addition")
+    assert models.inspect_transformers(fcn, fcn.init(jax.random.key(0), x, train=False), x) == []
+
+
+def test_st_model_warps_identity_at_init():
+    x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+    model = models.create_model("st-cnn", dataset="r", transform="tps")
+    variables = model.init(jax.random.key(1), x, train=False)
+    (found,) = models.inspect_transformers(model, variables, x)
+    assert found["kind"] == "tps" and found["params"].shape == (2, 32)
+    np.testing.assert_allclose(found["warped"], x, atol=1e-5)
+
+
+def test_is_localization_path_selects_transformer_parameters():
+    model = models.create_model("st-cnn", dataset="r")
+    params = _shapes(model, "r")["params"]
+    flat = {tuple(getattr(k, "key", k) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    loc = [p for p in flat if models.is_localization_path(p)]
+    rest = [p for p in flat if not models.is_localization_path(p)]
+    assert loc and rest
+    assert all(p[0] == "transformer" for p in loc)
+    assert all(p[0] == "classifier" for p in rest)
+    assert models.is_localization_path(("transformer", "head_1", "regression", "bias"))
+    assert not models.is_localization_path(("classifier", "Dense_0", "kernel"))
+
+
+def test_summary_reports_total():
+    text = models.summary("st-fcn", "rts", "affine")
+    total = models.count_params(_shapes(models.create_model("st-fcn", dataset="rts"), "rts"))
+    assert f"{total:,} params" in text and "localization + regression" in text
+    assert re.search(r"transformer/regression/kernel", text)
+
+
+def test_bfloat16_model_runs():
+    x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+    model = models.create_model("st-fcn", dataset="r", dtype=jnp.bfloat16)
+    variables = model.init(jax.random.key(1), x, train=False)
+    logits = model.apply(variables, x, train=False)
+    assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="2st-fcn", dataset="r"), "addition"),
+    (dict(name="st-cnn", dataset="r", transform="rotation"), "unknown transform kind"),
+    (dict(name="st-fcn", dataset="r", transform="tps", num_control_points=10), "perfect square"),
+    (dict(name="resnet", dataset="r"), "unknown model"),
+    (dict(name="cnn", dataset="svhn"), "unknown dataset"),
+    (dict(name="cnn", dataset="r", widths=3), "unknown create_model option"),
+    (dict(name="cnn", dataset="r", hidden=(3, 3)), "features"),
+    (dict(name="st-fcn", dataset="r", output_size=(4,)), "output_size"),
+])
+def test_bad_configuration_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.create_model(kwargs.pop("name"), **kwargs)

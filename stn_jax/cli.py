@@ -16,6 +16,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "stn_jax.canonicalize.cli",
     "stn_jax.train.cli",
     "stn_jax.data.cli",
+    "stn_jax.models.cli",
 )
 
 

@@ -138,3 +138,11 @@ def test_bfloat16_model_runs():
 def test_bad_configuration_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.create_model(kwargs.pop("name"), **kwargs)
+
+
+def test_cli_prints_summaries(capsys):
+    from stn_jax.cli import main
+    assert main(["models", "--dataset", "addition", "--brief"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(models.MODEL_NAMES)
+    assert lines[-1].startswith("2st-fcn[affine] on addition") and "471,281 params" in lines[-1]

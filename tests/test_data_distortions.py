@@ -81,3 +81,15 @@ def test_projective_homography_and_convexity():
     np.testing.assert_allclose(np.asarray(p[:, :2] / p[:, 2:]), np.asarray(src), atol=1e-5)
     assert bool(D.is_convex(src)) and not bool(D.is_convex(src[jnp.asarray([0, 2, 1, 3])]))
 
+
+
+@pytest.mark.parametrize("method", ["window", "matmul"])
+def test_paste_matches_numpy_placement(method):
+    patch = jnp.arange(1, 13, dtype=jnp.float32).reshape(3, 4)
+    fn = jax.jit(lambda p, tl: D.paste(p, tl, 7, method=method))
+    for top, left in [(0, 0), (2, 3), (4, 3), (-1, 5), (6, -3), (9, 0)]:
+        want = np.zeros((7 + 20, 7 + 20), np.float32)
+        want[10 + top:10 + top + 3, 10 + left:10 + left + 4] = np.asarray(patch)
+        np.testing.assert_array_equal(np.asarray(fn(patch, jnp.array([top, left]))), want[10:17, 10:17])
+    with pytest.raises(ValueError, match="method"):
+        D.paste(patch, jnp.array([0, 0]), 7, method="scatter")

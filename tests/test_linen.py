@@ -34,7 +34,8 @@ def test_fresh_module_is_identity(kind, bound):
 
 def test_identity_with_cnn_localization_and_feature_maps():
     x = _image((3, 16, 16, 7))  # a feature map: 7 channels
-    module = stn.SpatialTransformer(transform="affine", localization=stn.LocalizationCNN())
+    module = stn.SpatialTransformer(transform="affine",
+                                    localization=stn.LocalizationCNN(features=(4, 4), hidden=8))
     variables = module.init(jax.random.key(0), x)
     assert set(variables["params"]) == {"localization", "regression"}
     np.testing.assert_allclose(module.apply(variables, x), x, atol=1e-5)
@@ -109,9 +110,9 @@ def test_jit_grad_reaches_localization(kind):
 def test_bfloat16_compute_dtype():
     x = _image((2, 12, 12, 1)).astype(jnp.bfloat16)
     module = stn.SpatialTransformer(transform="affine", localization=stn.LocalizationCNN(
-        dtype=jnp.bfloat16), dtype=jnp.bfloat16)
-    variables = module.init(jax.random.key(0), x)
-    y, params = module.apply(variables, x, return_params=True)
+        features=(4,), hidden=8, dtype=jnp.bfloat16), dtype=jnp.bfloat16)
+    variables = jax.jit(module.init)(jax.random.key(0), x)
+    y, params = jax.jit(lambda v, x: module.apply(v, x, return_params=True))(variables, x)
     assert y.dtype == jnp.bfloat16 and params.dtype == jnp.float32
     np.testing.assert_allclose(y.astype(jnp.float32), x.astype(jnp.float32), atol=1e-2)
     g = jax.jit(jax.grad(lambda p: module.apply({"params": p}, x).astype(jnp.float32).sum()))(

@@ -70,7 +70,9 @@ def main() -> None:
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
             "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
             "jax": jax.__version__, "numpy": np.__version__, "mnist_source": mnist.source,
-            "reps": args.reps, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "reps": args.reps, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+            "note": "shared machine: other jobs ran concurrently; times are wall-clock"}
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:

@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mnist-source", default="auto", choices=("auto", "idx", "tfds", "download", "sample"))
     p.add_argument("--data-dir", default=None, help="directory of the four MNIST IDX files (else $STN_JAX_MNIST_DIR)")
     p.add_argument("--cache-dir", default=None, help="download cache (else $STN_JAX_CACHE_DIR or ~/.cache/stn_jax/mnist)")
+    p.add_argument("--no-md5", action="store_true",
+                   help="skip the known-content md5 check (your own IDX files under the standard names)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train split")
     p.add_argument("--num", type=int, default=32, help="images in the preview")
     p.add_argument("--cols", type=int, default=8)
@@ -50,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from stn_jax.data import datasets, preview, sources  # noqa: PLC0415 (heavy imports only when run)
 
-    mnist = sources.load_mnist(args.mnist_source, data_dir=args.data_dir, cache_dir=args.cache_dir)
+    mnist = sources.load_mnist(args.mnist_source, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                               verify_md5=not args.no_md5)
     ds = datasets.make_dataset(args.dataset, mnist, **dict(args.option))
     if args.split == "test":
         images, labels = ds.test_set()

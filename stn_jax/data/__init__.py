@@ -1,5 +1,6 @@
 """MNIST sources and the paper's distorted datasets (R, RTS, P, E, TC, addition), generated on device.
 
+>>> import jax
 >>> from stn_jax import data
 >>> mnist = data.load_mnist("sample")          # or "idx" / "tfds" / "download" / "auto"
 >>> ds = data.make_dataset("rts", mnist)

@@ -91,6 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
         return _error(str(err), EXIT_INVALID)
     from stn_jax.train.checkpoint import CheckpointError
     from stn_jax.train.loop import TrainingDiverged, train
+    _sigterm_as_interrupt()
     try:
         results = train(config)
     except (ValueError, TypeError) as err:
@@ -104,6 +105,17 @@ def run_train(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     _print_summary(results, config.workdir)
     return 0
+
+
+def _sigterm_as_interrupt() -> None:
+    """Treat SIGTERM (preemption, `kill`) like Ctrl-C: checkpoint, then exit."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _print_summary(results: dict[str, Any], workdir: str) -> None:

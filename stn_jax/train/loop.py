@@ -52,7 +52,7 @@ class LoadedRun:
 # ---------------------------------------------------------------------------- building blocks
 def _accum_zeros() -> dict[str, jax.Array]:
     names = ("loss", "ce", "correct", "count", "grad_norm", "steps", "bad")
-    accum = {name: np.zeros((), np.float32) for name in names}   # distinct buffers (donated)
+    accum = {name: np.zeros((), np.float32) for name in names}
     accum["first_bad"] = np.full((), -1.0, np.float32)
     return accum
 
@@ -87,7 +87,9 @@ def make_train_fn(config: TrainConfig, dataset: Any, mesh: jax.sharding.Mesh, *,
         return new_state, accum
 
     rep = parallel.replicated(mesh)
-    return jax.jit(fn, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep), donate_argnums=(0, 1))
+    # no buffer donation: a Ctrl-C that lands while a step is being dispatched must still find
+    # the previous state alive to checkpoint it
+    return jax.jit(fn, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep))
 
 
 def make_eval_fn(apply_fn: Callable[..., Any], mesh: jax.sharding.Mesh) -> Callable[..., Any]:

@@ -78,7 +78,7 @@ def test_cli_on_trained_run_matches_python_api(workdir, tmp_path, capsys):
     rejects = read_output(out, rejects=True).to_pydict()
     assert rejects["source_id"] == ["bad.png"] and "undecodable" in rejects["reason"][0]
 
-    run = load_run(workdir, input_shape=SHAPE, num_classes=10)
+    run = load_run(workdir)
     canon = Canonicalizer.from_model(run.model, run.variables, input_shape=run.input_shape)
     batches = list(canonicalize_batches(canon, src, batch_size=4))
     d = read_output(out).to_pydict()

@@ -142,21 +142,9 @@ class Canonicalizer:
     def from_workdir(cls, workdir: str | os.PathLike, *, step: int | None = None,
                      transformer_index: int = 0, devices: Sequence[Any] | None = None) -> "Canonicalizer":
         """Load a training run (``stn_jax.train.load_run``) and wrap its model."""
-        import json
-
-        from stn_jax.models import DATASET_SPECS
         from stn_jax.train import load_run
 
-        # The zoo's input shape and class count, passed explicitly (load_run of 1f5792b fails to
-        # derive them from a DatasetSpec); runs of non-zoo datasets let load_run decide.
-        shape_kw: dict[str, Any] = {}
-        cfg_path = os.path.join(os.fspath(workdir), "config.json")
-        if os.path.isfile(cfg_path):
-            with open(cfg_path) as f:
-                spec = DATASET_SPECS.get(json.load(f).get("dataset"))
-            if spec is not None:
-                shape_kw = {"input_shape": tuple(spec.input_shape), "num_classes": spec.num_classes}
-        run = load_run(os.fspath(workdir), step=step, **shape_kw)
+        run = load_run(os.fspath(workdir), step=step)
         return cls.from_model(run.model, run.variables, input_shape=run.input_shape,
                               transformer_index=transformer_index, devices=devices)
 

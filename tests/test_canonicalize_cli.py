@@ -87,6 +87,13 @@ def test_cli_on_trained_run_matches_python_api(workdir, tmp_path, capsys):
     assert np.concatenate([b.predictions for b in batches]).tolist() == d["prediction"]
     assert np.concatenate([b.rows for b in batches]).tolist() == d["row"]
 
+    # bad input / bad workdir: a clear error and exit code 2, nothing written
+    bad = ["canonicalize", "--workdir", str(workdir), "--input", str(tmp_path / "missing.npz"),
+           "--output", str(tmp_path / "o2"), "--no-progress"]
+    assert main(bad) == 2 and "missing.npz" in capsys.readouterr().err
+    bad[2] = str(tmp_path)
+    assert main(bad) == 2 and "config.json" in capsys.readouterr().err
+
     # the output exists: refused without --resume, a no-op with it
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err

@@ -53,9 +53,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {args.output!r} already holds a canonicalisation run ({MANIFEST}); pass "
               f"--resume to continue it or choose a new output directory", file=sys.stderr)
         return 2
-    canon = Canonicalizer.from_workdir(args.workdir, step=args.step,
-                                       transformer_index=args.transformer_index)
     try:
+        canon = Canonicalizer.from_workdir(args.workdir, step=args.step,
+                                           transformer_index=args.transformer_index)
         summary = run_canonicalize(
             canon, args.input, args.output, batch_size=args.batch_size, resume=args.resume,
             png_dir=args.png_dir, progress=not args.no_progress,

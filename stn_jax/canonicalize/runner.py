@@ -88,6 +88,12 @@ class Canonicalizer:
           numpy ``warped`` (B, Ho, Wo, C), ``params`` (B, P) and, if the model has a
           classifier, ``probs`` (B, K) softmax probabilities.
         """
+        n = np.shape(images)[0]
+        return {k: np.asarray(v)[:n] for k, v in self.dispatch(images).items()}
+
+    def dispatch(self, images: np.ndarray) -> dict[str, Any]:
+        """Like :meth:`apply` but returns the (padded, sharded) device arrays without waiting
+        for them, so the caller can overlap host work with the computation."""
         import jax
 
         images = np.asarray(images, np.float32)
@@ -98,8 +104,7 @@ class Canonicalizer:
         size = self.padded_size(n)
         if size != n:
             images = np.concatenate([images, np.zeros((size - n,) + self.input_shape, np.float32)])
-        out = self._jitted(self.variables, jax.device_put(images, self.batch_sharding))
-        return {k: np.asarray(v)[:n] for k, v in out.items()}
+        return self._jitted(self.variables, jax.device_put(images, self.batch_sharding))
 
     @classmethod
     def from_model(cls, model: Any, variables: Any, *, input_shape: Sequence[int],
@@ -251,9 +256,10 @@ def canonicalize_batches(canonicalizer: Canonicalizer, source: Reader | str | os
                          **reader_options: Any) -> Iterator[CanonicalBatch]:
     """Canonicalise an image collection, one :class:`CanonicalBatch` per ``batch_size`` input rows.
 
-    The Python API for pipelines: nothing is loaded whole, each batch is decoded on a background
-    thread while the previous one runs on the devices, and every input row ends up either in
-    ``rows`` or in ``rejects`` of exactly one batch.
+    The Python API for pipelines: nothing is loaded whole; batches are decoded on a background
+    thread ahead of time, and batch k+1 is dispatched to the devices before batch k is handed to
+    the caller, so decoding, the model and the caller's work (e.g. writing) overlap. Every input
+    row ends up either in ``rows`` or in ``rejects`` of exactly one batch.
 
     Args:
       canonicalizer: the model (see :class:`Canonicalizer`).
@@ -276,41 +282,63 @@ def canonicalize_batches(canonicalizer: Canonicalizer, source: Reader | str | os
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     device_batch = canonicalizer.padded_size(batch_size)
     shape = canonicalizer.input_shape
-    for raw, decoded in _decoded_batches(reader, batch_size, start, shape, prefetch):
-        stop = raw.start + len(raw.ids)
+    pending = None
+    stream = _decoded_batches(reader, batch_size, start, shape, prefetch)
+    while True:
+        try:
+            raw, decoded = next(stream)
+        except StopIteration:
+            break
+        except BaseException:
+            if pending is not None:      # the input failed: hand out what was computed first
+                yield _finish(canonicalizer, *pending)
+            raise
         good = [i for i, d in enumerate(decoded) if not isinstance(d, Reject)]
         rejects = [d for d in decoded if isinstance(d, Reject)]
-        if good:
+        out = None
+        if good:      # dispatched asynchronously: runs while the previous batch is consumed
             images = np.zeros((device_batch,) + shape, np.float32)
             images[:len(good)] = np.stack([decoded[i] for i in good])
-            out = canonicalizer.apply(images)
-            warped, params = out["warped"][:len(good)], out["params"][:len(good)]
-            probs = out["probs"][:len(good)] if "probs" in out else None
-        else:
-            warped = np.zeros((0,) + shape, np.float32)
-            params = np.zeros((0, 0), np.float32)
-            probs = None
-        finite = np.ones(len(good), bool)
-        if good:
-            finite &= np.isfinite(warped.reshape(len(good), -1)).all(1) & np.isfinite(params).all(1)
-        if probs is not None:
-            finite &= np.isfinite(probs).all(1)
-        if not finite.all():
-            rejects += [Reject(raw.start + good[j], raw.ids[good[j]],
-                               "model output is not finite (NaN/inf parameters or image)")
-                        for j in np.flatnonzero(~finite)]
-            rejects.sort(key=lambda r: r.row)
-            keep = np.flatnonzero(finite)
-            good = [good[j] for j in keep]
-            warped, params = warped[keep], params[keep]
-            probs = None if probs is None else probs[keep]
-        yield CanonicalBatch(
-            start=raw.start, stop=stop,
-            rows=np.asarray([raw.start + i for i in good], np.int64),
-            source_ids=[raw.ids[i] for i in good],
-            images=np.asarray(warped, np.float32), params=np.asarray(params, np.float32),
-            transform=canonicalizer.transform,
-            probs=None if probs is None else np.asarray(probs, np.float32), rejects=rejects)
+            out = canonicalizer.dispatch(images)
+        if pending is not None:
+            yield _finish(canonicalizer, *pending)
+        pending = (raw, good, rejects, out)
+    if pending is not None:
+        yield _finish(canonicalizer, *pending)
+
+
+def _finish(canonicalizer: Canonicalizer, raw: RawBatch, good: list[int], rejects: list[Reject],
+            out: Mapping[str, Any] | None) -> CanonicalBatch:
+    """Fetch a dispatched batch, reject non-finite outputs, build the :class:`CanonicalBatch`."""
+    n = len(good)
+    if out is not None:
+        warped, params = np.asarray(out["warped"])[:n], np.asarray(out["params"])[:n]
+        probs = np.asarray(out["probs"])[:n] if "probs" in out else None
+    else:
+        warped = np.zeros((0,) + canonicalizer.input_shape, np.float32)
+        params = np.zeros((0, 0), np.float32)
+        probs = None
+    finite = np.ones(n, bool)
+    if n:
+        finite &= np.isfinite(warped.reshape(n, -1)).all(1) & np.isfinite(params).all(1)
+    if probs is not None:
+        finite &= np.isfinite(probs).all(1)
+    if not finite.all():
+        rejects = rejects + [Reject(raw.start + good[j], raw.ids[good[j]],
+                                    "model output is not finite (NaN/inf parameters or image)")
+                             for j in np.flatnonzero(~finite)]
+        rejects.sort(key=lambda r: r.row)
+        keep = np.flatnonzero(finite)
+        good = [good[j] for j in keep]
+        warped, params = warped[keep], params[keep]
+        probs = None if probs is None else probs[keep]
+    return CanonicalBatch(
+        start=raw.start, stop=raw.start + len(raw.ids),
+        rows=np.asarray([raw.start + i for i in good], np.int64),
+        source_ids=[raw.ids[i] for i in good],
+        images=np.asarray(warped, np.float32), params=np.asarray(params, np.float32),
+        transform=canonicalizer.transform,
+        probs=None if probs is None else np.asarray(probs, np.float32), rejects=rejects)
 
 
 def run_canonicalize(canonicalizer: Canonicalizer, source: Reader | str | os.PathLike,

@@ -18,6 +18,10 @@ but organised for speed:
   work and agree with the generic path; ``vmap``, ``jit`` and ``jax.checkpoint`` work as
   for any JAX function.
 
+An undifferentiated call evaluates the generic per-tap forward (it fuses into one loop on
+XLA:CPU and measured as fast); the window gather is used by the derivative rule, where the
+four gathered values also give the grid gradient.
+
 Padding ``border``/``reflection`` and ``align_corners`` reuse the generic coordinate code
 (:func:`stn_jax.sampling._unnormalize`, :func:`stn_jax.sampling._apply_padding`), whose
 derivative (zero where clamped, sign flip where reflected) enters through ``jax.jvp``.
@@ -148,9 +152,10 @@ def _combine(v: jax.Array, fx: jax.Array, fy: jax.Array, ok: jax.Array) -> jax.A
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _sample(image: jax.Array, grid: jax.Array, padding_mode: str, align_corners: bool,
             compute_dtype: jnp.dtype) -> jax.Array:
-    starts, ok, fx, fy = _layout(grid, image.shape, padding_mode, align_corners, compute_dtype)
-    v = _window_gather(_pad(image), starts).astype(compute_dtype)
-    return _combine(v, fx, fy, ok)
+    # Undifferentiated calls use the generic per-tap forward: on XLA:CPU it fuses into one
+    # loop and measured as fast or faster than the window gather (up to ~1.3x at 224x224x3).
+    return sampling._sample_one(image, grid, mode="bilinear", padding_mode=padding_mode,
+                                align_corners=align_corners, compute_dtype=compute_dtype)
 
 
 @_sample.defjvp

@@ -148,8 +148,9 @@ def _tps_basis(size: tuple[int, int], control_grid: tuple[int, int], align_corne
     system[:k, k:] = poly
     system[k:, :k] = poly.T
     coeffs = np.linalg.solve(system, np.eye(k + 3)[:, :k])  # (K+3, K): [w; a] per unit target
-    pts = np.asarray(identity_grid(size, align_corners=align_corners, dtype=jnp.float32),
-                     np.float64).reshape(-1, 2)
+    # numpy only (no jax arrays), so the cache can be filled while tracing under jit.
+    ys, xs = np.meshgrid(*(base_coordinates(n, align_corners=align_corners) for n in size), indexing="ij")
+    pts = np.stack([xs, ys], axis=-1).astype(np.float32).astype(np.float64).reshape(-1, 2)
     basis = np.concatenate([_tps_kernel(((pts[:, None] - ctrl[None]) ** 2).sum(-1)),
                             np.ones((pts.shape[0], 1)), pts], axis=1)
     return basis @ coeffs

@@ -101,6 +101,21 @@ def test_identity_penalty_pulls_toward_identity():
     assert float(with_pen["ce"]) == pytest.approx(float(without["ce"]), rel=1e-5)
 
 
+def test_identity_penalty_on_a_model_without_transformer_is_zero():
+    """A sweep applies one recipe to every model: the penalty of a plain classifier is 0."""
+    from stn_jax.linen import transform_penalty
+    from stn_jax.models import create_model
+    model = create_model("fcn", dataset="rts")
+    images, labels = TinyDataset().train_batch(jax.random.PRNGKey(1), 8)
+    images = jax.image.resize(images, (8, 42, 42, 1), "linear")
+    params = model.init(jax.random.PRNGKey(0), images[:1], train=False)["params"]
+    state = create_state(model, params, make_optimizer(TrainConfig(lr=0.01), params, is_localization=is_loc))
+    _, with_pen = train_step(state, images, labels, jax.random.PRNGKey(0), penalty_weight=10.0,
+                             penalty_fn=transform_penalty)
+    _, without = train_step(state, images, labels, jax.random.PRNGKey(0))
+    assert float(with_pen["loss"]) == pytest.approx(float(without["loss"]), rel=1e-6)
+
+
 def test_nonfinite_step_leaves_state_unchanged():
     config = TrainConfig(lr=0.1)
     state, images, labels = _setup(config)

@@ -54,7 +54,7 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, dropout_
         if use_penalty:
             logits, aux = state.apply_fn(variables, images, train=True, rngs={"dropout": dropout_key},
                                          mutable=["intermediates"])
-            penalty = penalty_fn(aux["intermediates"])
+            penalty = penalty_fn(aux.get("intermediates", {}))  # empty: no transformer
         else:
             logits = state.apply_fn(variables, images, train=True, rngs={"dropout": dropout_key})
             penalty = jnp.zeros((), jnp.float32)

@@ -120,13 +120,16 @@ def _sample_one(image: jax.Array, grid: jax.Array, *, mode: str, padding_mode: s
     ndim = len(spatial)
     channels = image.shape[-1]
     grid = grid.astype(compute_dtype)
-    finite = jnp.all(jnp.isfinite(grid), axis=-1)
-    grid = jnp.where(finite[..., None], grid, 0.0)  # safe value; masked out below
+    # Per-component arithmetic, no reduce op over the last axis: XLA then fuses the grid's
+    # producer (e.g. affine_grid) into the sampling loop instead of storing the grid.
+    components = [grid[..., k] for k in range(ndim)]
+    finite = functools.reduce(jnp.logical_and, [jnp.isfinite(g) for g in components])
+    components = [jnp.where(finite, g, 0.0) for g in components]  # safe value; masked out below
 
     # grid component k is (x, y, z)[k]; spatial axis a = ndim - 1 - k.
     per_axis = []
     for axis, size in enumerate(spatial):
-        coord = grid[..., ndim - 1 - axis]
+        coord = components[ndim - 1 - axis]
         per_axis.append(_axis_taps(coord, size, mode, padding_mode, align_corners))
 
     flat = image.reshape(-1, channels)

@@ -6,7 +6,9 @@ align_corners=False, random affine (rotation +-45 deg, scale 0.7-1.2, translatio
 against ``torch.nn.functional.affine_grid + grid_sample`` (NCHW, its native layout) and
 ``jax.scipy.ndimage.map_coordinates`` (order=1, mode="constant"; the coordinates come from
 the same affine grid, computed inside the timed function). All candidates run in the same
-process, interleaved rep by rep, and the median of ``--reps`` reps is reported.
+process, interleaved rep by rep; each timed call directly follows an untimed call of the same
+candidate (so none is timed with cold worker threads left behind by another framework), and
+the median of ``--reps`` reps is reported.
 
 Usage:
   .venv/bin/python experiments/bench_sampler.py --reps 100 \
@@ -139,6 +141,10 @@ def time_interleaved(cands, reps, warmup=3):
     times = {k: [] for k in cands}
     for _ in range(reps):
         for k, fn in cands.items():
+            # One untimed call first, so every candidate is timed with its own worker threads
+            # awake: timed cold, the first JAX call after a torch call measured up to ~2x slower
+            # at 28x28 (XLA's pool asleep, torch's OpenMP workers still spinning).
+            fn()
             t0 = time.perf_counter()
             fn()
             times[k].append((time.perf_counter() - t0) * 1e3)

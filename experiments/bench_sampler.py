@@ -31,7 +31,8 @@ import time
 import numpy as np
 
 PROBLEMS = {"256x28x28x1": (256, 28, 28, 1), "256x60x60x1": (256, 60, 60, 1),
-            "32x224x224x3": (32, 224, 224, 3)}
+            "32x224x224x3": (32, 224, 224, 3), "16x56x56x256": (16, 56, 56, 256)}
+CPU_PROBLEMS = ("256x28x28x1", "256x60x60x1", "32x224x224x3")  # the feature-map case is GPU-only
 
 
 def random_theta(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -42,7 +43,12 @@ def random_theta(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.stack([c, -s, t[:, 0]], -1), np.stack([s, c, t[:, 1]], -1)], 1).astype(np.float32)
 
 
-def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 2)):
+def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 2), torch_device="cpu"):
+    """Timed callables keyed "<candidate> fwd" / "<candidate> fwd+bwd"; each blocks until done.
+
+    On ``torch_device="cuda"`` PyTorch runs on the GPU (synchronised after each call) and
+    ``torch_threads`` is ignored; JAX runs on its default backend.
+    """
     import jax
     import jax.numpy as jnp
     import torch
@@ -58,16 +64,19 @@ def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 
     ct = rng.standard_normal(shape, dtype=np.float32)
 
     j_img, j_theta, j_ct = jnp.asarray(img), jnp.asarray(theta), jnp.asarray(ct)
-    t_img = torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2)))
-    t_theta = torch.from_numpy(theta)
-    t_ct = torch.from_numpy(np.ascontiguousarray(ct.transpose(0, 3, 1, 2)))
+    t_img = torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2))).to(torch_device)
+    t_theta = torch.from_numpy(theta).to(torch_device)
+    t_ct = torch.from_numpy(np.ascontiguousarray(ct.transpose(0, 3, 1, 2))).to(torch_device)
+    sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
 
     cands = {}
 
     def torch_fwd():
         with torch.no_grad():
             g = F.affine_grid(t_theta, (n, c, h, w), align_corners=False)
-            return F.grid_sample(t_img, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+            out = F.grid_sample(t_img, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        sync()
+        return out
 
     def torch_fwdbwd():
         a = t_img.detach().requires_grad_(True)
@@ -75,6 +84,7 @@ def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 
         g = F.affine_grid(th, (n, c, h, w), align_corners=False)
         out = F.grid_sample(a, g, mode="bilinear", padding_mode="zeros", align_corners=False)
         out.backward(t_ct)
+        sync()
         return a.grad, th.grad
 
     def with_threads(fn, k):
@@ -83,7 +93,10 @@ def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 
             return fn()
         return run
 
-    for k in torch_threads:
+    if torch_device == "cuda":
+        cands["torch[cuda] fwd"] = torch_fwd
+        cands["torch[cuda] fwd+bwd"] = torch_fwdbwd
+    for k in (torch_threads if torch_device == "cpu" else ()):
         cands[f"torch[{k}t] fwd"] = with_threads(torch_fwd, k)
         cands[f"torch[{k}t] fwd+bwd"] = with_threads(torch_fwdbwd, k)
 
@@ -125,7 +138,7 @@ def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 
         jax_pair("map_coordinates", mc)
 
     # sanity: stn_jax agrees with torch on this problem
-    ref = torch_fwd().numpy().transpose(0, 2, 3, 1)
+    ref = torch_fwd().cpu().numpy().transpose(0, 2, 3, 1)
     for impl in impls:
         with _bilinear.sampler_implementation(impl):
             got = np.asarray(stn_jax.warp(j_img, j_theta))
@@ -156,7 +169,10 @@ def time_interleaved(cands, reps, warmup=3):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--problems", default=",".join(PROBLEMS))
+    ap.add_argument("--problems", default=None,
+                    help=f"comma-separated subset of {list(PROBLEMS)} (default: the CPU three on CPU, all on GPU)")
+    ap.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where PyTorch runs; auto: cuda when JAX's default backend is a GPU")
     ap.add_argument("--impls", default="auto,generic")
     ap.add_argument("--no-map-coordinates", action="store_true")
     ap.add_argument("--torch-threads", default="1,2",
@@ -169,11 +185,17 @@ def main(argv=None):
     import torch
 
     torch_threads = tuple(int(k) for k in args.torch_threads.split(","))
+    on_gpu = jax.default_backend() == "gpu"
+    torch_device = args.torch_device if args.torch_device != "auto" else ("cuda" if on_gpu else "cpu")
+    if torch_device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--torch-device cuda, but this torch build has no CUDA device")
+    problems = args.problems.split(",") if args.problems else list(PROBLEMS if on_gpu else CPU_PROBLEMS)
     impls = [s for s in args.impls.split(",") if s]
     load_before = os.getloadavg()
     results = {}
-    for pname in args.problems.split(","):
-        cands = build_candidates(PROBLEMS[pname], impls, not args.no_map_coordinates, torch_threads)
+    for pname in problems:
+        cands = build_candidates(PROBLEMS[pname], impls, not args.no_map_coordinates, torch_threads,
+                                 torch_device)
         reps = args.reps if PROBLEMS[pname][1] < 200 else max(10, args.reps // 3)
         results[pname] = {"reps": reps, "times": time_interleaved(cands, reps)}
         t = results[pname]["times"]
@@ -181,16 +203,24 @@ def main(argv=None):
             best = min((k for k in t if k.startswith("torch[") and k.endswith(" " + kind)),
                        key=lambda k: t[k]["median_ms"])
             t[f"torch {kind}"] = dict(t[best], setting=best)
-        print(f"\n== {pname} ({reps} reps, interleaved; median ms, ratio vs the fastest torch setting)")
+        # Minimal memory traffic (float32): forward reads the image and writes the output;
+        # forward+backward also reads the cotangent and writes the image gradient.
+        size = 4 * int(np.prod(PROBLEMS[pname]))
+        results[pname]["min_bytes"] = {"fwd": 2 * size, "fwd+bwd": 4 * size}
+        print(f"\n== {pname} ({reps} reps, interleaved; median ms, ratio vs the fastest torch setting, "
+              f"GB/s of the minimal traffic)")
         for k, v in t.items():
             kind = "fwd+bwd" if k.endswith("fwd+bwd") else "fwd"
             ratio = v["median_ms"] / t[f"torch {kind}"]["median_ms"]
-            print(f"  {k:32s} {v['median_ms']:9.3f} ms   {ratio:6.2f}x")
+            gbps = results[pname]["min_bytes"][kind] / v["median_ms"] / 1e6
+            print(f"  {k:32s} {v['median_ms']:9.3f} ms   {ratio:6.2f}x   {gbps:7.1f} GB/s")
     meta = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "python": platform.python_version(), "jax": jax.__version__, "jaxlib_backend": jax.default_backend(),
-        "torch": torch.__version__, "torch_threads": list(torch_threads),
+        "torch": torch.__version__, "torch_device": torch_device,
+        "gpu": jax.devices()[0].device_kind if on_gpu else None,
+        "torch_threads": list(torch_threads) if torch_device == "cpu" else [],
         "torch_interop_threads": torch.get_num_interop_threads(),
         "jax_threads": "XLA CPU default (intra-op Eigen pool sized to the core count)",
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "loadavg_before": load_before,

@@ -5,7 +5,7 @@ For each cell (table, dataset, model, transform, recipe) it reports our mean +- 
 the budget, device, versions, wall time and the command that reproduces it. Every number
 in RESULTS.md comes from a committed results.json; nothing is typed in by hand.
 
-    python experiments/summarize.py            # writes RESULTS.md at the repository root
+    python experiments/summarize.py   # writes RESULTS.md and README.md's results section
 """
 
 from __future__ import annotations
@@ -154,12 +154,48 @@ def build() -> str:
     return "\n".join(out)
 
 
+README_SECTION = ("<!-- section:results -->", "<!-- /section:results -->")
+README_FIGURE = "experiments/results/runs/tc/tc-st-cnn-affine-s0-adam/figures/transformers.png"
+
+
+def readme_section(cells: dict[tuple, list[dict]]) -> str:
+    """The README's results section: the headline table (generated, like RESULTS.md)."""
+    rows = headline(cells)
+    if not rows:
+        return "No table run is committed yet; see `experiments/reproduce.py`.\n"
+    table = [line for line in rows if line.startswith("|")]
+    budgets = sorted({(r["results"]["steps"], r["results"]["batch_size"], r["results"].get("device_kind"))
+                      for group in cells.values() for r in group})
+    budget_text = "; ".join(f"{s:,} steps × batch {b} on {d}" for s, b, d in budgets)
+    text = ["Reproduction of the paper's tables with our engine (`experiments/reproduce.py`, summarised by",
+            "`experiments/summarize.py` into [RESULTS.md](RESULTS.md), which has every cell, the paper's number,",
+            "the gap, budgets and commands). **Reduced budget on the 2-core CPU** (" + budget_text + "),",
+            "against the paper's 150k steps × 256. At this budget our absolute errors cannot be compared",
+            "with the paper's. What these runs measure is the comparison between models at equal budget.",
+            "% test error, mean ± sd over seeds:", "",
+            *table, "",
+            "![ST-CNN vs CNN learning curves](experiments/results/headline.png)", ""]
+    if (ROOT / README_FIGURE).exists():
+        text += ["What the ST-CNN's affine transformer learned on TC (top: input with the sampling grid; bottom:",
+                 "the transformer's output fed to the classifier):", "", f"![TC transformer]({README_FIGURE})", ""]
+    return "\n".join(text)
+
+
+def update_readme(section: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = README_SECTION
+    i, j = text.index(start) + len(start), text.index(end)
+    readme.write_text(text[:i] + "\n" + section.rstrip("\n") + "\n" + text[j:])
+
+
 def main() -> int:
     text = build()
     notes = HERE / "RESULTS-notes.md"
     if notes.exists():
         text += "\n" + notes.read_text()
     (ROOT / "RESULTS.md").write_text(text)
+    update_readme(readme_section(group_cells(load_runs())))
     print(text)
     return 0
 

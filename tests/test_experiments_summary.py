@@ -60,3 +60,14 @@ def test_headline_omitted_without_a_cnn_partner(runs):
             f.unlink()
         (runs / "table1" / f"rts-cnn-s{seed}-adam").rmdir()
     assert "## Headline" not in summarize.build()
+
+
+def test_readme_section_is_generated_from_the_runs(runs, tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- section:results -->\nold text\n<!-- /section:results -->\nrest\n")
+    monkeypatch.setattr(summarize, "ROOT", tmp_path)
+    summarize.update_readme(summarize.readme_section(summarize.group_cells(summarize.load_runs())))
+    text = readme.read_text()
+    assert "old text" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| Table 1 RTS | adam | 7.00 ± 1.00 (n=3)" in text
+    assert "2,000 steps × batch 64 on cpu" in text

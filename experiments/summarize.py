@@ -48,6 +48,22 @@ def _fmt_err(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
+def _convergence(group: list[dict]) -> str:
+    """Mean validation error (%) at the evaluation nearest half the budget and at the end:
+    a run still improving at its end was stopped by its budget, not converged."""
+    halves, ends = [], []
+    for run in group:
+        path = run["dir"] / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        val = [r for r in rows if r.get("split") == "val"]
+        if len(val) < 2:
+            return "–"
+        half = min(val, key=lambda r: abs(r["step"] - run["results"]["steps"] / 2))
+        halves.append(100 * half["error"])
+        ends.append(100 * val[-1]["error"])
+    return f"{statistics.mean(halves):.1f} → {statistics.mean(ends):.1f}"
+
+
 def _label(model: str, transform: str | None) -> str:
     names = {"fcn": "FCN", "cnn": "CNN", "st-fcn": "ST-FCN", "st-cnn": "ST-CNN", "2st-fcn": "2×ST-FCN"}
     short = {"affine": "Aff", "projective": "Proj", "tps": "TPS", "attention": "Att"}
@@ -117,8 +133,8 @@ def build() -> str:
         if not keys:
             continue
         out += [f"## {TABLE_TITLES[table]}", "",
-                "| dataset | model | recipe | ours (% err) | paper | gap | steps × batch | seeds | device | train time / run | images/s |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| dataset | model | recipe | ours (% err) | paper | gap | val err at ½ → end of budget | steps × batch | seeds | device | train time / run | images/s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key in keys:
             _, ds, model, transform, recipe = key
             group = cells[key]
@@ -135,7 +151,7 @@ def build() -> str:
             sample = " (SAMPLE data)" if any(g["results"].get("data", {}).get("is_sample") for g in group) else ""
             ips_text = f"{statistics.mean(ips):,.0f}" if ips else "–"
             out.append(f"| {ds.upper()} | {_label(model, transform)} | {recipe} | {_fmt_err(errs)}{sample} | "
-                       f"{ref if ref is not None else '–'} | {gap} | {budget} | {seeds} | {device} | "
+                       f"{ref if ref is not None else '–'} | {gap} | {_convergence(group)} | {budget} | {seeds} | {device} | "
                        f"{t / 60:.1f} min | {ips_text} |")
         out.append("")
     if runs:

@@ -22,7 +22,9 @@ def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, t
                "batch_size": 64, "devices": 1, "device_kind": "cpu", "wall_time_s": 120.0,
                "images_per_s": 1000.0, "data": {"is_sample": False}, "config": config}
     (run / "results.json").write_text(json.dumps(results))
-    (run / "metrics.jsonl").write_text(json.dumps({"step": 2000, "split": "val", "error": error_pct / 100}) + "\n")
+    rows = [{"step": 1000, "split": "val", "error": 2 * error_pct / 100},
+            {"step": 2000, "split": "val", "error": error_pct / 100}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 @pytest.fixture
@@ -48,8 +50,8 @@ def test_cells_group_seeds_and_recipes(runs):
 def test_results_markdown_has_mean_spread_paper_and_gap(runs):
     text = summarize.build()
     # CNN RTS: mean 7.00, sample std 1.00 over 3 seeds; paper 0.8 -> gap +6.20
-    assert "| RTS | CNN | adam | 7.00 ± 1.00 (n=3) | 0.8 | +6.20 | 2,000 × 64 | 0,1,2 |" in text
-    assert "| RTS | FCN | paper | 61.78 | 5.2 | +56.58 |" in text
+    assert "| RTS | CNN | adam | 7.00 ± 1.00 (n=3) | 0.8 | +6.20 | 14.0 → 7.0 | 2,000 × 64 | 0,1,2 |" in text
+    assert "| RTS | FCN | paper | 61.78 | 5.2 | +56.58 | 123.6 → 61.8 |" in text
     # headline row: CNN vs ST-CNN with per-seed values and the paper's pair
     assert "| Table 1 RTS | adam | 7.00 ± 1.00 (n=3) (6.00, 7.00, 8.00) | 4.00 ± 1.00 (n=3) (4.00, 5.00, 3.00) | 0.8 / 0.5 |" in text
 

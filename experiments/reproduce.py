@@ -39,6 +39,9 @@ VARIANTS = {
     # Our attempt to beat it on the same test sets: Adam + cosine, clipping, identity penalty.
     "adam": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
              "--clip-norm", "1.0", "--identity-penalty", "0.01"],
+    # Ablation of the identity penalty (it pulls the transformer toward the un-zoomed frame).
+    "adam-nopen": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
+                   "--clip-norm", "1.0", "--identity-penalty", "0"],
 }
 
 

@@ -29,12 +29,19 @@ TABLE_TITLES = {
 }
 
 
+def recipe_of(config: dict) -> str:
+    """The `experiments/reproduce.py` variant a run's config belongs to."""
+    if config.get("optimizer") == "sgd":
+        return "paper"
+    return "adam" if config.get("identity_penalty", 0) > 0 else "adam-nopen"
+
+
 def load_runs() -> list[dict]:
     runs = []
     for path in sorted(RUNS_DIR.glob("*/*/results.json")):
         r = json.loads(path.read_text())
         cfg = r["config"]
-        recipe = "paper" if cfg.get("optimizer") == "sgd" else cfg.get("optimizer")
+        recipe = recipe_of(cfg)
         transform = None if cfg["model"] in ("fcn", "cnn") else cfg["transform"]
         runs.append({"table": path.parent.parent.name, "name": path.parent.name, "dir": path.parent,
                      "dataset": cfg["dataset"], "model": cfg["model"], "transform": transform,
@@ -74,6 +81,7 @@ RECIPES = {
     "paper": "the paper's: SGD momentum 0.9, lr 0.01 ×0.1 at 1/3 and 2/3 of the budget, localization lr ×0.1",
     "adam": "ours: Adam lr 1e-3 with cosine decay to 0, gradient clipping at norm 1, identity penalty "
             "0.01 on the transformer parameters, localization lr ×0.1",
+    "adam-nopen": "`adam` without the identity penalty (ablation)",
 }
 HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))
 

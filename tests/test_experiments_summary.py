@@ -17,7 +17,8 @@ def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, t
     run = root / table / name
     run.mkdir(parents=True)
     config = {"dataset": dataset, "model": model, "transform": transform, "seed": seed,
-              "optimizer": optimizer, "steps": 2000, "batch_size": 64}
+              "optimizer": optimizer, "identity_penalty": 0.01 if optimizer == "adam" else 0.0,
+              "steps": 2000, "batch_size": 64}
     results = {"test_error_pct": error_pct, "test_error": error_pct / 100, "steps": 2000,
                "batch_size": 64, "devices": 1, "device_kind": "cpu", "wall_time_s": 120.0,
                "images_per_s": 1000.0, "data": {"is_sample": False}, "config": config}
@@ -73,3 +74,9 @@ def test_readme_section_is_generated_from_the_runs(runs, tmp_path, monkeypatch):
     assert "old text" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| Table 1 RTS | adam | 7.00 ± 1.00 (n=3)" in text
     assert "2,000 steps × batch 64 on cpu" in text
+
+
+def test_recipe_of_config():
+    assert summarize.recipe_of({"optimizer": "sgd", "identity_penalty": 0.0}) == "paper"
+    assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.01}) == "adam"
+    assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.0}) == "adam-nopen"

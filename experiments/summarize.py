@@ -95,7 +95,7 @@ def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def headline(cells: dict[tuple, list[dict]]) -> list[str]:
-    """ST-CNN (affine) vs CNN on RTS and TC, per recipe with at least two seeds in a cell."""
+    """ST-CNN (affine) vs CNN on RTS and TC, one row per recipe that has both cells."""
     rows = []
     for (table, ds, model, transform, recipe), group in sorted(cells.items(), key=lambda kv: (kv[0][1] != "rts", kv[0][4])):
         if ds not in dict(HEADLINE) or (model, transform) != ("st-cnn", "affine"):

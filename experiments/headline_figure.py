@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     cells = group_cells(load_runs())
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5.2 * len(HEADLINE), 3.8))
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             if ref is not None:
                 ax.axhline(ref, color=COLORS[model], ls="--", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel("training step")
         ax.set_ylabel("error (%)")
         ax.set_title(f"{title}: {budget}, recipe {args.recipe}", fontsize=9)

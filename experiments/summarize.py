@@ -132,7 +132,8 @@ def build() -> str:
            "", f"**Budget.** The paper trains {paper.PAPER_BUDGET}. Every run below states its own "
            "budget; runs with fewer steps are *reduced-budget* runs and are not expected to reach the "
            "paper's error — the column `gap` is ours minus the paper's.", "",
-           "**Recipes.** " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items()) + ".", ""]
+           "**Recipes.** " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items()
+                                       if any(r["recipe"] == k for r in runs)) + ".", ""]
     out += headline(cells)
     for table in ("table1", "tc", "addition"):
         keys = sorted((k for k in cells if k[0] == table),

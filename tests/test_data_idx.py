@@ -66,7 +66,7 @@ def _images_bytes(n=2):
     ("imgs", bytes([0, 0, 8, 3]) + np.array([1, 27, 28], ">u4").tobytes() + bytes(27 * 28), "shape"),
     ("imgs", bytes([0, 0, 8, 1]) + np.array([3], ">u4").tobytes() + bytes(3), "expected uint8 images"),
     ("imgs.gz", _images_bytes(), "not gzip"),
-    ("imgs.gz", gzip.compress(_images_bytes())[:-12], "corrupt or truncated gzip"),
+    ("imgs.gz", gzip.compress(_images_bytes(), mtime=0)[:-12], "corrupt or truncated gzip"),
 ])
 def test_idx_corruption_errors_name_file(tmp_path, name, content, message):
     path = tmp_path / name

@@ -12,22 +12,20 @@ paper's test error (dashed lines; full budget of 150k steps at batch 256). Reads
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import paper  # noqa: E402
-from summarize import HEADLINE, group_cells, load_runs  # noqa: E402
+from summarize import HEADLINE, group_cells, load_runs, read_metrics  # noqa: E402
 
 COLORS = {"cnn": "#1f77b4", "st-cnn": "#d62728"}
 LABELS = {"cnn": "CNN", "st-cnn": "ST-CNN (affine)"}
 
 
 def _curve(run_dir: Path, split: str) -> tuple[list[int], list[float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("split") == split]
+    rows = read_metrics(run_dir, split)
     return [r["step"] for r in rows], [100 * r["error"] for r in rows]
 
 

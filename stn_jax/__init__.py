@@ -15,6 +15,7 @@ from stn_jax.grids import projective_grid
 from stn_jax.grids import tps_control_points
 from stn_jax.grids import tps_grid
 from stn_jax.sampling import grid_sample
+from stn_jax.separable import axis_aligned_warp
 from stn_jax.transforms import TRANSFORM_KINDS
 from stn_jax.transforms import Transform
 from stn_jax.transforms import compose_affine

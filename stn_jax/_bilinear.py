@@ -28,7 +28,8 @@ derivative (zero where clamped, sign flip where reflected) enters through ``jax.
 
 Expert override: :func:`sampler_implementation` (``"auto"``, ``"fast"``, ``"generic"``)
 selects the path at trace time; ``"auto"`` (the default) takes this fast path for every
-2-D bilinear call.
+2-D bilinear call (and lets the spatial-transformer modules use the matrix-product path of
+:mod:`stn_jax.separable` for axis-aligned kinds).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ _BARRIER = False
 def sampler_implementation(name: str) -> Iterator[None]:
     """Expert override of the 2-D bilinear sampler implementation, read at trace time.
 
-    ``"auto"`` (default): the fast window-gather path for 2-D bilinear sampling;
-    ``"fast"``: the same, explicitly; ``"generic"``: the per-tap reference implementation.
+    ``"auto"`` (default): the fast window-gather path for 2-D bilinear sampling, and the
+    matrix-product path for the modules' axis-aligned kinds where it is faster;
+    ``"fast"``: the window-gather path only; ``"generic"``: the per-tap reference implementation.
     Functions already traced under ``jit`` keep the implementation they were traced with.
     """
     global _impl
@@ -64,6 +66,14 @@ def sampler_implementation(name: str) -> Iterator[None]:
         yield
     finally:
         _impl = previous
+
+
+def separable_allowed() -> bool:
+    """Whether axis-aligned warps may take the matrix-product path (:mod:`stn_jax.separable`).
+
+    Only under ``"auto"``: ``"fast"`` and ``"generic"`` pin the gather samplers.
+    """
+    return _impl == "auto"
 
 
 def use_fast_path(mode: str, ndim: int) -> bool:

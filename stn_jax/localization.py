@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from stn_jax import sampling
+from stn_jax import _bilinear, sampling, separable
 from stn_jax.transforms import Transform, get_transform
 from stn_jax.warping import warp
 
@@ -200,8 +200,11 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
                     return_grid: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Warp ``x`` with transform parameters: params -> grid -> sample.
 
-    Affine kinds go through :func:`stn_jax.warp` (grid fused into the sampler); projective
-    and TPS build their grid with :meth:`Transform.grid`.
+    Axis-aligned kinds (translation, attention) on small and medium images take the
+    matrix-product path (:func:`stn_jax.separable.axis_aligned_warp`: no gather, no scatter, a
+    deterministic gradient); other affine kinds go through :func:`stn_jax.warp` (grid fused into
+    the sampler); projective and TPS build their grid with :meth:`Transform.grid`. Every path
+    gives the values and gradients of ``grid_sample(x, transform.grid(params, size))``.
 
     Args:
       x: (N, H, W, C) image or feature map, any floating dtype and channel count.
@@ -220,6 +223,11 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
     sampling.check_options(mode, padding_mode, 2)
     size = tuple(x.shape[1:3]) if output_size is None else tuple(output_size)
     params = params.astype(jnp.promote_types(params.dtype, jnp.float32))
+    if (transform.kind in AXIS_ALIGNED_KINDS and not return_grid and _bilinear.separable_allowed()
+            and separable.prefer_separable(x.shape[1:3], size)):
+        scale, translation = _axis_aligned(params, transform.kind)
+        return separable.axis_aligned_warp(x, scale, translation, size, mode=mode,
+                                           padding_mode=padding_mode, align_corners=align_corners)
     if transform.is_affine and not return_grid:
         return warp(x, transform.matrix(params), size, mode=mode, padding_mode=padding_mode,
                     align_corners=align_corners)
@@ -229,6 +237,17 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
     out = sampling.grid_sample(x, grid, mode=mode, padding_mode=padding_mode,
                                align_corners=align_corners)
     return (out, grid) if return_grid else out
+
+
+AXIS_ALIGNED_KINDS = ("translation", "attention")
+"""Kinds whose matrix has no rotation or shear, so the warp factorises per axis."""
+
+
+def _axis_aligned(params: jax.Array, kind: str) -> tuple[jax.Array, jax.Array]:
+    """(N, P) params of an axis-aligned kind -> scale (N, 2) and translation (N, 2), both (x, y)."""
+    if kind == "translation":
+        return jnp.ones_like(params), params
+    return jnp.concatenate([params[:, :1], params[:, :1]], axis=1), params[:, 1:3]
 
 
 def _warm_tps_basis(size: tuple[int, int], control_grid: tuple[int, int],

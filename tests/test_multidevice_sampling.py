@@ -53,3 +53,27 @@ def test_sharded_3d_grid_sample():
     got = f(jax.device_put(image, sharding), jax.device_put(grid, sharding))
     for a, b in zip(got, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_sharded_axis_aligned_warp():
+    """The matrix-product path (batched dots) keeps the batch sharding and the result."""
+    devices = jax.devices()
+    if len(devices) < 8:
+        pytest.skip("needs the 8 fake CPU devices set up by conftest.py")
+    sharding = NamedSharding(Mesh(np.array(devices[:8]), ("data",)), P("data"))
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(16, 9, 8, 2)).astype(np.float32)
+    scale = rng.uniform(0.4, 1.2, (16, 2)).astype(np.float32)
+    shift = rng.uniform(-0.5, 0.5, (16, 2)).astype(np.float32)
+
+    def loss(im, s, t):
+        out = stn_jax.axis_aligned_warp(im, s, t, (5, 6))
+        return jnp.sum(out ** 2), out
+
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    (_, ref_out), ref_grads = step(image, scale, shift)
+    (_, out), grads = step(*(jax.device_put(a, sharding) for a in (image, scale, shift)))
+    assert out.sharding.is_equivalent_to(sharding, out.ndim)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -39,6 +39,10 @@ VARIANTS = {
     # Our attempt to beat it on the same test sets: Adam + cosine, clipping, identity penalty.
     "adam": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
              "--clip-norm", "1.0", "--identity-penalty", "0.01"],
+    # adam with border padding: samples outside the input repeat the edge instead of reading 0,
+    # so the transformer's output has no black frame for the classifier to key on.
+    "adam-border": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
+                    "--clip-norm", "1.0", "--identity-penalty", "0.01", "--padding-mode", "border"],
     # Ablation of the identity penalty (it pulls the transformer toward the un-zoomed frame).
     "adam-nopen": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
                    "--clip-norm", "1.0", "--identity-penalty", "0"],

@@ -33,6 +33,8 @@ def recipe_of(config: dict) -> str:
     """The `experiments/reproduce.py` variant a run's config belongs to."""
     if config.get("optimizer") == "sgd":
         return "paper"
+    if config.get("padding_mode", "zeros") != "zeros":
+        return f"adam-{config['padding_mode']}"
     return "adam" if config.get("identity_penalty", 0) > 0 else "adam-nopen"
 
 
@@ -88,6 +90,7 @@ RECIPES = {
     "paper": "the paper's: SGD momentum 0.9, lr 0.01 ×0.1 at 1/3 and 2/3 of the budget, localization lr ×0.1",
     "adam": "ours: Adam lr 1e-3 with cosine decay to 0, gradient clipping at norm 1, identity penalty "
             "0.01 on the transformer parameters, localization lr ×0.1",
+    "adam-border": "`adam` with border padding in the transformers' sampler (the paper pads with zeros)",
     "adam-nopen": "`adam` without the identity penalty (ablation)",
 }
 HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))

@@ -80,3 +80,4 @@ def test_recipe_of_config():
     assert summarize.recipe_of({"optimizer": "sgd", "identity_penalty": 0.0}) == "paper"
     assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.01}) == "adam"
     assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.0}) == "adam-nopen"
+    assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.01, "padding_mode": "border"}) == "adam-border"

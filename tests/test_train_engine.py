@@ -161,6 +161,7 @@ def test_uneven_batch_rejected_clearly():
     ({"lr": 0.0}, "lr must be > 0"),
     ({"steps": 0}, "steps must be a positive integer"),
     ({"momentum": 1.0}, "momentum must be < 1"),
+    ({"padding_mode": "wrap"}, "padding_mode must be one of"),
 ])
 def test_invalid_config_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -180,6 +181,18 @@ def test_config_files(tmp_path):
         TrainConfig.from_file(tmp_path / "a.yaml")
     cfg = TrainConfig(seed=3)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_padding_mode_reaches_the_zoo_transformer():
+    from stn_jax.models import create_model
+
+    border = create_model("st-cnn", dataset="rts", **TrainConfig(padding_mode="border").model_options())
+    assert border.transformer.padding_mode == "border"
+    assert create_model("st-cnn", dataset="rts", **TrainConfig().model_options()).transformer.padding_mode == "zeros"
+    assert "padding_mode" not in TrainConfig(model="cnn", padding_mode="border").model_options()
+    # a config.json written before the option existed still loads (zeros, the paper's)
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "padding_mode"}
+    assert TrainConfig.from_dict(old).padding_mode == "zeros"
 
 
 def test_cluster_detection():

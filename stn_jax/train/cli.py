@@ -13,10 +13,11 @@ import sys
 import typing
 from typing import Any
 
-from stn_jax.train.config import DATASETS, MNIST_SOURCES, MODELS, OPTIMIZERS, SCHEDULES, TRANSFORMS, TrainConfig
+from stn_jax.train.config import (DATASETS, MNIST_SOURCES, MODELS, OPTIMIZERS, PADDING_MODES, SCHEDULES,
+                                  TRANSFORMS, TrainConfig)
 
 _CHOICES = {"dataset": DATASETS, "model": MODELS, "transform": TRANSFORMS, "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES, "data_source": MNIST_SOURCES}
+            "schedule": SCHEDULES, "data_source": MNIST_SOURCES, "padding_mode": PADDING_MODES}
 _METAVARS = {"steps": "N", "batch_size": "B", "lr": "LR", "data_dir": "DIR", "workdir": "DIR", "seed": "S"}
 EXIT_INVALID, EXIT_DIVERGED, EXIT_CHECKPOINT, EXIT_INTERRUPTED = 2, 3, 4, 130
 

@@ -19,6 +19,7 @@ TRANSFORMS = ("affine", "projective", "tps", "attention")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine", "constant")
 MNIST_SOURCES = ("auto", "idx", "tfds", "download", "sample")
+PADDING_MODES = ("zeros", "border", "reflection")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -43,6 +44,7 @@ class TrainConfig:
     dataset: str = _opt("rts", 'Distorted-MNIST variant: one of r, rts, p, e, tc, addition.')
     model: str = _opt("st-cnn", 'Classifier: fcn, cnn, st-fcn, st-cnn or 2st-fcn (addition only).')
     transform: str = _opt("affine", 'Spatial transformer parameterisation: affine, projective, tps or attention (ignored by fcn/cnn).')
+    padding_mode: str = _opt("zeros", "Spatial transformers' padding outside the input: zeros (the paper's), border or reflection (ignored by fcn/cnn).")
     # data
     data_source: str = _opt("auto", 'MNIST source for stn_jax.data.load_mnist: auto, idx, tfds, download or sample.')
     data_dir: str | None = _opt(None, "Directory holding the four MNIST IDX files (implies data_source='idx' when source is auto).")
@@ -79,6 +81,13 @@ class TrainConfig:
         """A copy with `changes` applied (unknown names raise TypeError)."""
         return dataclasses.replace(self, **changes)
 
+    def model_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`stn_jax.models.create_model` for this run's model."""
+        options: dict[str, Any] = {"transform": self.transform}
+        if self.model not in ("fcn", "cnn"):
+            options["padding_mode"] = self.padding_mode
+        return options
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -104,6 +113,7 @@ class TrainConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("model", self.model, MODELS)
         _choice("transform", self.transform, TRANSFORMS)
+        _choice("padding_mode", self.padding_mode, PADDING_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("data_source", self.data_source, MNIST_SOURCES)

@@ -133,7 +133,7 @@ def _resolve_model_and_data(config: TrainConfig, model: Any, dataset: Any,
                             data_info: dict[str, Any] | None) -> tuple[Any, Any, dict[str, Any]]:
     if model is None:
         from stn_jax.models import create_model
-        model = create_model(config.model, dataset=config.dataset, transform=config.transform)
+        model = create_model(config.model, dataset=config.dataset, **config.model_options())
     if dataset is None:
         from stn_jax.data import load_mnist, make_dataset
         source = config.data_source
@@ -454,7 +454,7 @@ def load_run(workdir: str | pathlib.Path, *, step: int | None = None, model: Any
     config = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
     if model is None:
         from stn_jax.models import create_model
-        model = create_model(config.model, dataset=config.dataset, transform=config.transform)
+        model = create_model(config.model, dataset=config.dataset, **config.model_options())
     if input_shape is None or num_classes is None:
         from stn_jax.models import DATASET_SPECS
         spec = DATASET_SPECS[config.dataset]

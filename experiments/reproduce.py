@@ -49,6 +49,12 @@ VARIANTS = {
 }
 
 
+# Cells beyond the paper's tables, added with --extra-cells: the attention transformer
+# (isotropic scale + translation, 3 parameters) is the natural model of TC's distortion (a
+# translated digit in clutter); it runs on the matrix-product sampler (stn_jax.separable).
+EXTRA_CELLS = {"tc": (("st-fcn", "attention"), ("st-cnn", "attention"))}
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     table: str
@@ -72,8 +78,9 @@ class Run:
 
 
 def plan(tables: list[str], seeds: list[int], variants: list[str],
-         headline_seeds: list[int]) -> list[Run]:
-    """All runs for the requested tables; `headline_seeds` add seeds for CNN vs ST-CNN cells."""
+         headline_seeds: list[int], extra_cells: bool = False) -> list[Run]:
+    """All runs for the requested tables; `headline_seeds` add seeds for CNN vs ST-CNN cells;
+    `extra_cells` adds :data:`EXTRA_CELLS`."""
     runs: list[Run] = []
     for table in tables:
         if table in ("table1", "r", "rts", "p", "e"):
@@ -88,6 +95,8 @@ def plan(tables: list[str], seeds: list[int], variants: list[str],
             name = "addition"
         else:
             raise SystemExit(f"unknown table {table!r}; expected table1, r, rts, p, e, tc, addition")
+        if extra_cells:
+            cells += [(ds, m, t) for ds in {c[0] for c in cells} for m, t in EXTRA_CELLS.get(ds, ())]
         for ds, model, transform in cells:
             cell_seeds = list(seeds)
             if model in ("cnn", "st-cnn") and transform in (None, "affine") and ds in ("rts", "tc"):
@@ -120,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--headline-seeds", nargs="*", type=int, default=[],
                         help="extra seeds for the CNN / ST-CNN(affine) cells on RTS and TC")
+    parser.add_argument("--extra-cells", action="store_true",
+                        help="also run the cells beyond the paper's tables (EXTRA_CELLS)")
     parser.add_argument("--variants", nargs="+", default=["paper"], choices=sorted(VARIANTS))
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: passed to stn-jax train")
     args = parser.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]
-    runs = plan(args.tables, args.seeds, args.variants, args.headline_seeds)
+    runs = plan(args.tables, args.seeds, args.variants, args.headline_seeds, args.extra_cells)
     if args.only is not None:
         runs = [r for r in runs if r.name in args.only]
     failures = []

@@ -44,27 +44,31 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5.2 * len(HEADLINE), 3.8))
     for ax, (ds, title) in zip(axes, HEADLINE):
         table = "table1" if ds in paper.TABLE1_DATASETS else ds
-        budget = ""
+        budgets = set()
         for model, transform in (("cnn", None), ("st-cnn", "affine")):
-            group = sorted(cells.get((table, ds, model, transform, args.recipe), []), key=lambda g: g["seed"])
-            for i, run in enumerate(group):
-                steps, errs = _curve(run["dir"], "val")
-                test = run["results"]["test_error_pct"]
-                ax.plot(steps, errs, "-", color=COLORS[model], alpha=0.7, lw=1.2,
-                        label=f"{LABELS[model]} val (n={len(group)} seeds)" if i == 0 else None)
-                ax.plot([run["results"]["steps"]], [test], "o", color=COLORS[model], markersize=5,
-                        label=f"{LABELS[model]} test" if i == 0 else None)
-                budget = f"{run['results']['steps']:,} steps × {run['results']['batch_size']}"
+            keys = sorted(k for k in cells if k[:5] == (table, ds, model, transform, args.recipe))
+            for key, style in zip(keys, ("-", "--", ":")):  # one line style per budget
+                group = sorted(cells[key], key=lambda g: g["seed"])
+                steps_batch = f"{key[5][0]:,} × {key[5][1]}"
+                budgets.add(steps_batch)
+                for i, run in enumerate(group):
+                    steps, errs = _curve(run["dir"], "val")
+                    test = run["results"]["test_error_pct"]
+                    ax.plot(steps, errs, style, color=COLORS[model], alpha=0.7, lw=1.2,
+                            label=f"{LABELS[model]} val, {steps_batch} (n={len(group)})" if i == 0 else None)
+                    ax.plot([run["results"]["steps"]], [test], "o", color=COLORS[model], markersize=5,
+                            label=f"{LABELS[model]} test, {steps_batch}" if i == 0 else None)
             ref = paper.paper_error(ds, model, transform)
             if ref is not None:
-                ax.axhline(ref, color=COLORS[model], ls="--", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
+                ax.axhline(ref, color=COLORS[model], ls="-.", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
+        budget = " and ".join(sorted(budgets))
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel("training step")
         ax.set_ylabel("error (%)")
-        ax.set_title(f"{title}: {budget}, recipe {args.recipe}", fontsize=9)
+        ax.set_title(f"{title}: {budget} steps × batch, recipe {args.recipe}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

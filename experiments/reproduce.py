@@ -63,6 +63,7 @@ class Run:
     transform: str | None
     seed: int
     variant: str = "paper"
+    tag: str = ""
 
     @property
     def name(self) -> str:
@@ -70,6 +71,8 @@ class Run:
         parts.append(f"s{self.seed}")
         if self.variant != "paper":
             parts.append(self.variant)
+        if self.tag:
+            parts.append(self.tag)
         return "-".join(parts)
 
     @property
@@ -78,7 +81,7 @@ class Run:
 
 
 def plan(tables: list[str], seeds: list[int], variants: list[str],
-         headline_seeds: list[int], extra_cells: bool = False) -> list[Run]:
+         headline_seeds: list[int], extra_cells: bool = False, tag: str = "") -> list[Run]:
     """All runs for the requested tables; `headline_seeds` add seeds for CNN vs ST-CNN cells;
     `extra_cells` adds :data:`EXTRA_CELLS`."""
     runs: list[Run] = []
@@ -103,7 +106,7 @@ def plan(tables: list[str], seeds: list[int], variants: list[str],
                 cell_seeds += [s for s in headline_seeds if s not in cell_seeds]
             for variant in variants:
                 for seed in cell_seeds:
-                    runs.append(Run(name, ds, model, transform, seed, variant))
+                    runs.append(Run(name, ds, model, transform, seed, variant, tag))
     return runs
 
 
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra seeds for the CNN / ST-CNN(affine) cells on RTS and TC")
     parser.add_argument("--extra-cells", action="store_true",
                         help="also run the cells beyond the paper's tables (EXTRA_CELLS)")
+    parser.add_argument("--tag", default="",
+                        help="suffix of the run names, e.g. 8k for a longer budget next to the 2k runs")
     parser.add_argument("--variants", nargs="+", default=["paper"], choices=sorted(VARIANTS))
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: passed to stn-jax train")
     args = parser.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]
-    runs = plan(args.tables, args.seeds, args.variants, args.headline_seeds, args.extra_cells)
+    runs = plan(args.tables, args.seeds, args.variants, args.headline_seeds, args.extra_cells, args.tag)
     if args.only is not None:
         runs = [r for r in runs if r.name in args.only]
     failures = []

@@ -47,7 +47,8 @@ def load_runs() -> list[dict]:
         transform = None if cfg["model"] in ("fcn", "cnn") else cfg["transform"]
         runs.append({"table": path.parent.parent.name, "name": path.parent.name, "dir": path.parent,
                      "dataset": cfg["dataset"], "model": cfg["model"], "transform": transform,
-                     "recipe": recipe, "seed": cfg["seed"], "results": r})
+                     "recipe": recipe, "seed": cfg["seed"], "budget": (r["steps"], r["batch_size"]),
+                     "results": r})
     return runs
 
 
@@ -94,26 +95,32 @@ RECIPES = {
     "adam-nopen": "`adam` without the identity penalty (ablation)",
 }
 HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))
+TRANSFORMER_ONLY_RECIPES = ("adam-border", "adam-nopen")  # change nothing in a CNN without a transformer
 
 
 def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """(table, dataset, model, transform, recipe) -> the runs (one per seed) of that cell."""
+    """(table, dataset, model, transform, recipe, (steps, batch)) -> the runs (one per seed)."""
     cells: dict[tuple, list[dict]] = collections.defaultdict(list)
     for run in runs:
-        cells[(run["table"], run["dataset"], run["model"], run["transform"], run["recipe"])].append(run)
+        key = (run["table"], run["dataset"], run["model"], run["transform"], run["recipe"], run["budget"])
+        cells[key].append(run)
     return cells
 
 
 def headline(cells: dict[tuple, list[dict]]) -> list[str]:
-    """ST-CNN (affine) vs CNN on RTS and TC, one row per recipe that has both cells."""
+    """ST-CNN (affine) vs CNN on RTS and TC, one row per recipe and budget that has both cells
+    (the CNN has no transformer, so a transformer-only recipe such as ``adam-border`` is paired
+    with the ``adam`` CNN of the same budget)."""
     rows = []
-    for (table, ds, model, transform, recipe), group in sorted(cells.items(), key=lambda kv: (kv[0][1] != "rts", kv[0][4])):
+    order = sorted(cells.items(), key=lambda kv: (kv[0][1] != "rts", kv[0][5], kv[0][4]))
+    for (table, ds, model, transform, recipe, budget), group in order:
         if ds not in dict(HEADLINE) or (model, transform) != ("st-cnn", "affine"):
             continue
-        cnn = cells.get((table, ds, "cnn", None, recipe))
+        cnn_recipe = "adam" if recipe in TRANSFORMER_ONLY_RECIPES else recipe
+        cnn = cells.get((table, ds, "cnn", None, cnn_recipe, budget))
         if not cnn:
             continue
-        budgets = sorted({(g["results"]["steps"], g["results"]["batch_size"]) for g in group + cnn})
+        budgets = [budget]
         values = {}
         for name, grp in (("CNN", cnn), ("ST-CNN", group)):
             errs = [g["results"]["test_error_pct"] for g in sorted(grp, key=lambda g: g["seed"])]
@@ -149,14 +156,14 @@ def build(runs: list[dict] | None = None) -> str:
     for table in ("table1", "tc", "addition"):
         keys = sorted((k for k in cells if k[0] == table),
                       key=lambda k: (k[1], ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
-                                     str(k[3]), k[4]))
+                                     str(k[3]), k[5], k[4]))
         if not keys:
             continue
         out += [f"## {TABLE_TITLES[table]}", "",
                 "| dataset | model | recipe | ours (% err) | paper | gap | val err at ½ → end of budget | steps × batch | seeds | device | train time / run | images/s |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key in keys:
-            _, ds, model, transform, recipe = key
+            _, ds, model, transform, recipe, _ = key
             group = cells[key]
             errs = [g["results"]["test_error_pct"] for g in group]
             ref = paper.paper_error(ds, model, transform)

@@ -13,13 +13,13 @@ import summarize  # noqa: E402
 
 
 def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, transform: str,
-               seed: int, optimizer: str, error_pct: float) -> None:
+               seed: int, optimizer: str, error_pct: float, steps: int = 2000) -> None:
     run = root / table / name
     run.mkdir(parents=True)
     config = {"dataset": dataset, "model": model, "transform": transform, "seed": seed,
               "optimizer": optimizer, "identity_penalty": 0.01 if optimizer == "adam" else 0.0,
-              "steps": 2000, "batch_size": 64}
-    results = {"test_error_pct": error_pct, "test_error": error_pct / 100, "steps": 2000,
+              "steps": steps, "batch_size": 64}
+    results = {"test_error_pct": error_pct, "test_error": error_pct / 100, "steps": steps,
                "batch_size": 64, "devices": 1, "device_kind": "cpu", "wall_time_s": 120.0,
                "images_per_s": 1000.0, "data": {"is_sample": False}, "config": config}
     (run / "results.json").write_text(json.dumps(results))
@@ -43,9 +43,22 @@ def runs(tmp_path, monkeypatch):
 
 def test_cells_group_seeds_and_recipes(runs):
     cells = summarize.group_cells(summarize.load_runs())
-    assert len(cells[("table1", "rts", "cnn", None, "adam")]) == 3
-    assert len(cells[("table1", "rts", "st-cnn", "affine", "adam")]) == 3
-    assert [r["seed"] for r in cells[("table1", "rts", "fcn", None, "paper")]] == [0]
+    budget = (2000, 64)
+    assert len(cells[("table1", "rts", "cnn", None, "adam", budget)]) == 3
+    assert len(cells[("table1", "rts", "st-cnn", "affine", "adam", budget)]) == 3
+    assert [r["seed"] for r in cells[("table1", "rts", "fcn", None, "paper", budget)]] == [0]
+
+
+def test_budgets_are_separate_cells_and_headline_rows(runs):
+    for model, err in (("cnn", 3.0), ("st-cnn", 2.0)):
+        _write_run(runs, "table1", f"rts-{model}-s0-adam-8k", dataset="rts", model=model, transform="affine",
+                   seed=0, optimizer="adam", error_pct=err, steps=8000)
+    cells = summarize.group_cells(summarize.load_runs())
+    assert len(cells[("table1", "rts", "cnn", None, "adam", (8000, 64))]) == 1
+    assert len(cells[("table1", "rts", "cnn", None, "adam", (2000, 64))]) == 3
+    text = summarize.build()
+    assert "| Table 1 RTS | adam | 3.00 (3.00) | 2.00 (2.00) | 0.8 / 0.5 | 8,000 × 64 |" in text
+    assert "| RTS | CNN | adam | 3.00 | 0.8 | +2.20 |" in text
 
 
 def test_results_markdown_has_mean_spread_paper_and_gap(runs):

@@ -147,16 +147,18 @@ def build_candidates(shape, impls, with_map_coordinates=True, torch_threads=(1, 
     return cands
 
 
-def time_interleaved(cands, reps, warmup=3):
+def time_interleaved(cands, reps, warmup=3, pause_s=0.02):
     for fn in cands.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in cands}
     for _ in range(reps):
         for k, fn in cands.items():
-            # One untimed call first, so every candidate is timed with its own worker threads
-            # awake: timed cold, the first JAX call after a torch call measured up to ~2x slower
-            # at 28x28 (XLA's pool asleep, torch's OpenMP workers still spinning).
+            # A short pause (the other framework's spinning worker threads go idle), then one
+            # untimed call, so every candidate is timed with its own worker threads awake: timed
+            # cold, the first JAX call after a torch call measured up to ~2x slower at 28x28
+            # (XLA's pool asleep, torch's OpenMP workers still spinning).
+            time.sleep(pause_s)
             fn()
             t0 = time.perf_counter()
             fn()

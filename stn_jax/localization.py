@@ -200,9 +200,9 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
                     return_grid: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Warp ``x`` with transform parameters: params -> grid -> sample.
 
-    Axis-aligned kinds (translation, attention) on small and medium images take the
-    matrix-product path (:func:`stn_jax.separable.axis_aligned_warp`: no gather, no scatter, a
-    deterministic gradient); other affine kinds go through :func:`stn_jax.warp` (grid fused into
+    Axis-aligned kinds (translation, attention) up to about 224x224 take the matrix-product
+    path (:func:`stn_jax.separable.axis_aligned_warp`: a deterministic gradient without a
+    scatter-add); other affine kinds go through :func:`stn_jax.warp` (grid fused into
     the sampler); projective and TPS build their grid with :meth:`Transform.grid`. Every path
     gives the values and gradients of ``grid_sample(x, transform.grid(params, size))``.
 

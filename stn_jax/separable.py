@@ -17,10 +17,13 @@ and non-finite parameters (the affected rows/columns read as outside: output 0, 
 
 Why: the backward of a gather sampler is a scatter-add (serial on CPU, atomics on GPU, so
 nondeterministic there). Here both derivatives are matrix products: deterministic on every
-backend and fast for small and medium images. The cost is dense, ``N*C*(Wo*W*H + Ho*H*Wo)``
-multiply-adds, so for large images the gather sampler wins; :func:`prefer_separable` holds the
-measured crossover (``experiments/bench_separable.py``). The dots run at ``HIGHEST`` precision,
-so GPU/TPU do not silently use TF32/bfloat16 passes.
+backend and fast for small and medium images. The products cost ``N*C*(Wo*W*H + Ho*H*Wo)``
+multiply-adds (dense), which pays off in the derivative but not in a plain forward pass, so
+:func:`axis_aligned_warp` is a ``custom_jvp``: an undifferentiated call evaluates the gather
+sampler (:func:`stn_jax.warp`), and every derivative (reverse, forward, higher order) is the
+derivative of the matrix products. :func:`prefer_separable` holds the measured crossover for
+training (``experiments/bench_separable.py``). The dots run at ``HIGHEST`` precision, so GPU/TPU
+do not silently use TF32/bfloat16 passes.
 
 :class:`stn_jax.linen.SpatialTransformer` and :class:`stn_jax.nnx.SpatialTransformer` take this
 path automatically for the ``translation`` and ``attention`` kinds (through
@@ -29,18 +32,19 @@ path automatically for the ``translation`` and ``attention`` kinds (through
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from stn_jax import grids, sampling
+from stn_jax import grids, sampling, warping
 
-# Measured crossover (experiments/bench_separable.py, 2-core CPU, forward+backward): the two dense
-# products beat the gather sampler at 28x28 (56 multiply-adds per output value), 42x42 (84) and
-# 60x60 (120) and lose at 96x96 (192) and 224x224 (448).
-_MAX_DENSE_MACS_PER_OUTPUT = 128
+# Measured crossover (experiments/bench_separable.py, 2-core CPU, forward+backward): the products'
+# derivative beats the gather sampler's at every measured size, 28x28 (56 multiply-adds per output
+# value) to 224x224x3 (448, where the margin is down to ~10%).
+_MAX_DENSE_MACS_PER_OUTPUT = 448
 
 
 def prefer_separable(in_size: Sequence[int], out_size: Sequence[int]) -> bool:
@@ -81,8 +85,9 @@ def axis_aligned_warp(image: ArrayLike, scale: ArrayLike, translation: ArrayLike
     """Warp with ``theta = [[sx, 0, tx], [0, sy, ty]]`` as two matrix products per example.
 
     Equal to ``stn_jax.warp(image, theta, size, ...)`` for that theta (values and gradients,
-    every mode and padding mode), computed without a gather or a scatter-add: deterministic
-    on every backend.
+    every mode and padding mode). An undifferentiated call is that gather sampler; every
+    derivative is computed from the two matrix products, without a scatter-add, so gradients
+    are deterministic on every backend.
 
     Args:
       image: (N, H, W, C) floating-point image (channels last).
@@ -115,13 +120,40 @@ def axis_aligned_warp(image: ArrayLike, scale: ArrayLike, translation: ArrayLike
     sampling.check_options(mode, padding_mode, 2)
     ho, wo = grids._check_size((h, w) if size is None else size, dims=(2,))
     dtype = sampling._compute_dtype(image.dtype, scale.dtype, translation.dtype)
-    scale, translation = scale.astype(dtype), translation.astype(dtype)
+    return _warp(image, scale.astype(dtype), translation.astype(dtype), (ho, wo), mode, padding_mode,
+                 bool(align_corners))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
+def _warp(image: jax.Array, scale: jax.Array, translation: jax.Array, size: tuple[int, int],
+          mode: str, padding_mode: str, align_corners: bool) -> jax.Array:
+    # Undifferentiated: the gather sampler, whose forward is cheaper than the dense products.
+    zero = jnp.zeros_like(scale[:, 0])
+    theta = jnp.stack([jnp.stack([scale[:, 0], zero, translation[:, 0]], -1),
+                       jnp.stack([zero, scale[:, 1], translation[:, 1]], -1)], 1)
+    return warping.warp(image, theta, size, mode=mode, padding_mode=padding_mode,
+                        align_corners=align_corners)
+
+
+@_warp.defjvp
+def _warp_jvp(size, mode, padding_mode, align_corners, primals, tangents):
+    products = functools.partial(_products, size=size, mode=mode, padding_mode=padding_mode,
+                                 align_corners=align_corners)
+    return jax.jvp(products, primals, tangents)
+
+
+def _products(image: jax.Array, scale: jax.Array, translation: jax.Array, *, size: tuple[int, int],
+              mode: str, padding_mode: str, align_corners: bool) -> jax.Array:
+    """The warp as ``Ky @ image @ Kx^T`` per example (see the module docstring)."""
+    _, h, w, _ = image.shape
+    ho, wo = size
+    dtype = scale.dtype
     base_x = jnp.asarray(grids.base_coordinates(wo, align_corners=align_corners), dtype)
     base_y = jnp.asarray(grids.base_coordinates(ho, align_corners=align_corners), dtype)
     # The same arithmetic as affine_grid's x = t00 * xo + t01 * yo + t02 with t01 = 0.
     x = scale[:, 0:1] * base_x + translation[:, 0:1]  # (N, Wo)
     y = scale[:, 1:2] * base_y + translation[:, 1:2]  # (N, Ho)
-    opts = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(align_corners))
+    opts = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
     kx = _tap_matrix(x, w, **opts)  # (N, Wo, W)
     ky = _tap_matrix(y, h, **opts)  # (N, Ho, H)
     highest = jax.lax.Precision.HIGHEST

@@ -180,12 +180,10 @@ def test_bad_options_raise():
 
 
 def test_prefer_separable_crossover():
-    assert separable.prefer_separable((28, 28), (28, 28))
-    assert separable.prefer_separable((60, 60), (60, 60))
-    assert separable.prefer_separable((42, 42), (28, 28))
-    assert not separable.prefer_separable((60, 60), (30, 30))
-    assert not separable.prefer_separable((96, 96), (96, 96))
-    assert not separable.prefer_separable((224, 224), (224, 224))
+    for in_size, out_size in (((28, 28), (28, 28)), ((60, 60), (30, 30)), ((224, 224), (224, 224))):
+        assert separable.prefer_separable(in_size, out_size)
+    assert not separable.prefer_separable((512, 512), (512, 512))
+    assert not separable.prefer_separable((300, 300), (100, 100))
 
 
 def _attention_module_and_input():
@@ -225,8 +223,27 @@ def test_translation_kind_and_large_images_dispatch():
     with _bilinear.sampler_implementation("generic"):
         want = localization.apply_transform(x, params, kind)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    # a large image keeps the gather sampler (the dense products would be slower)
-    big = jnp.ones((1, 128, 128, 1))
-    jaxpr = str(jax.make_jaxpr(lambda p: localization.apply_transform(
-        big, p, stn_jax.get_transform("attention")))(jnp.asarray([[0.5, 0.0, 0.0]])))
-    assert "gather" in jaxpr
+    # a large image keeps the gather sampler (the dense products would be slower): its gradient
+    # has the scatter-add
+    big = jnp.ones((1, 512, 512, 1))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: localization.apply_transform(
+        x, jnp.asarray([[0.5, 0.0, 0.0]]), stn_jax.get_transform("attention")).sum()))(big))
+    assert "scatter" in jaxpr
+
+
+def test_undifferentiated_call_is_the_gather_sampler_and_derivatives_are_products():
+    image, scale, translation = _problem(7)
+    fn = lambda a, s, t: separable.axis_aligned_warp(a, s, t, (4, 6))
+    assert "gather" in str(jax.make_jaxpr(fn)(image, scale, translation))
+    grad_jaxpr = str(jax.make_jaxpr(jax.grad(lambda *a: fn(*a).sum(), argnums=(0, 1, 2)))(
+        image, scale, translation))
+    assert "scatter" not in grad_jaxpr and "gather" not in grad_jaxpr
+    # forward mode and second order go through the products too, and agree with the gather path
+    tangents = tuple(np.ones_like(a) for a in (image, scale, translation))
+    _, got = jax.jvp(fn, (image, scale, translation), tangents)
+    with _bilinear.sampler_implementation("generic"):
+        _, want = jax.jvp(lambda a, s, t: stn_jax.warp(a, _theta(s, t), (4, 6)),
+                          (image, scale, translation), tangents)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    hess = jax.hessian(lambda t: fn(image, scale, t).sum())(translation)
+    assert hess.shape == translation.shape * 2 and np.all(np.isfinite(np.asarray(hess)))

@@ -95,6 +95,7 @@ RECIPES = {
     "adam-nopen": "`adam` without the identity penalty (ablation)",
 }
 HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))
+DATASET_ORDER = (*paper.TABLE1_DATASETS, "tc", "addition")  # the paper's column order
 TRANSFORMER_ONLY_RECIPES = ("adam-border", "adam-nopen")  # change nothing in a CNN without a transformer
 
 
@@ -155,7 +156,8 @@ def build(runs: list[dict] | None = None) -> str:
     out += headline(cells)
     for table in ("table1", "tc", "addition"):
         keys = sorted((k for k in cells if k[0] == table),
-                      key=lambda k: (k[1], ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
+                      key=lambda k: (DATASET_ORDER.index(k[1]) if k[1] in DATASET_ORDER else len(DATASET_ORDER),
+                                     ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
                                      str(k[3]), k[5], k[4]))
         if not keys:
             continue

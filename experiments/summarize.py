@@ -201,6 +201,7 @@ def build(runs: list[dict] | None = None) -> str:
 
 README_SECTION = ("<!-- section:results -->", "<!-- /section:results -->")
 README_FIGURE = "experiments/results/runs/tc/tc-st-cnn-affine-s0-adam/figures/transformers.png"
+README_ATTENTION_FIGURE = "experiments/results/runs/tc/tc-st-cnn-attention-s0-adam/figures/transformers.png"
 
 
 def readme_section(cells: dict[tuple, list[dict]]) -> str:
@@ -223,6 +224,10 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
     if (ROOT / README_FIGURE).exists():
         text += ["What the ST-CNN's affine transformer learned on TC (top: input with the sampling grid; bottom:",
                  "the transformer's output fed to the classifier):", "", f"![TC transformer]({README_FIGURE})", ""]
+    if (ROOT / README_ATTENTION_FIGURE).exists():
+        text += ["The same with the 3-parameter attention transformer (scale + translation, beyond the paper's",
+                 "table): it finds the digit in the clutter and centres it:", "",
+                 f"![TC attention transformer]({README_ATTENTION_FIGURE})", ""]
     return "\n".join(text)
 
 

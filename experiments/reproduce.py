@@ -43,6 +43,10 @@ VARIANTS = {
     # so the transformer's output has no black frame for the classifier to key on.
     "adam-border": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
                     "--clip-norm", "1.0", "--identity-penalty", "0.01", "--padding-mode", "border"],
+    # adam with the transformer's output fed to the classifier at full resolution (no 2x average
+    # pooling after the transformer on RTS/TC/addition): tests whether the pooling costs accuracy.
+    "adam-fullres": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
+                     "--clip-norm", "1.0", "--identity-penalty", "0.01", "--st-pool", "1"],
     # Ablation of the identity penalty (it pulls the transformer toward the un-zoomed frame).
     "adam-nopen": ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine",
                    "--clip-norm", "1.0", "--identity-penalty", "0"],

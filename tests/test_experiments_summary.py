@@ -94,3 +94,4 @@ def test_recipe_of_config():
     assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.01}) == "adam"
     assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.0}) == "adam-nopen"
     assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.01, "padding_mode": "border"}) == "adam-border"
+    assert summarize.recipe_of({"optimizer": "adam", "identity_penalty": 0.01, "st_pool": 1}) == "adam-fullres"

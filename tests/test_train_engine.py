@@ -190,6 +190,11 @@ def test_padding_mode_reaches_the_zoo_transformer():
     assert border.transformer.padding_mode == "border"
     assert create_model("st-cnn", dataset="rts", **TrainConfig().model_options()).transformer.padding_mode == "zeros"
     assert "padding_mode" not in TrainConfig(model="cnn", padding_mode="border").model_options()
+    # st_pool: 0 keeps the dataset's pooling, 1 feeds the classifier the full-resolution output
+    assert create_model("st-cnn", dataset="tc", **TrainConfig().model_options()).pool == 2
+    assert create_model("st-cnn", dataset="tc", **TrainConfig(st_pool=1).model_options()).pool == 1
+    with pytest.raises(ValueError, match="st_pool must be a non-negative integer"):
+        TrainConfig(st_pool=-1).validate()
     # a config.json written before the option existed still loads (zeros, the paper's)
     old = {k: v for k, v in TrainConfig().to_dict().items() if k != "padding_mode"}
     assert TrainConfig.from_dict(old).padding_mode == "zeros"

@@ -44,6 +44,7 @@ class TrainConfig:
     dataset: str = _opt("rts", 'Distorted-MNIST variant: one of r, rts, p, e, tc, addition.')
     model: str = _opt("st-cnn", 'Classifier: fcn, cnn, st-fcn, st-cnn or 2st-fcn (addition only).')
     transform: str = _opt("affine", 'Spatial transformer parameterisation: affine, projective, tps or attention (ignored by fcn/cnn).')
+    st_pool: int = _opt(0, "Average-pooling factor after the spatial transformer (0: the dataset's, the paper's 2x on RTS/TC/addition and none on R/P/E; 1: none, so the classifier sees the transformer's output at full resolution).")
     padding_mode: str = _opt("zeros", "Spatial transformers' padding outside the input: zeros (the paper's), border or reflection (ignored by fcn/cnn).")
     # data
     data_source: str = _opt("auto", 'MNIST source for stn_jax.data.load_mnist: auto, idx, tfds, download or sample.')
@@ -86,6 +87,8 @@ class TrainConfig:
         options: dict[str, Any] = {"transform": self.transform}
         if self.model not in ("fcn", "cnn"):
             options["padding_mode"] = self.padding_mode
+            if self.st_pool:
+                options["pool"] = self.st_pool
         return options
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +125,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
                      "keep_checkpoints", "decay_steps"):
             _positive_int(name, getattr(self, name))
-        for name in ("eval_every", "warmup_steps", "validation_size", "seed"):
+        for name in ("eval_every", "warmup_steps", "validation_size", "seed", "st_pool"):
             value = getattr(self, name)
             if name == "validation_size" and value is None:
                 continue

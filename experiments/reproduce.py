@@ -9,7 +9,14 @@ whose results.json exists is skipped, so the script can be re-run after an inter
 Examples::
 
     # the CPU plan committed in RESULTS.md (reduced budget; see RESULTS.md for the numbers)
-    python experiments/reproduce.py --tables rts tc --seeds 0 --steps 2000 --batch-size 64
+    R="python experiments/reproduce.py --steps 2000 --batch-size 64 --variants adam"
+    $R --tables rts tc --headline-seeds 1 2          # headline cells with 3 seeds
+    $R --tables r p e addition                       # the rest of Table 1, addition
+    $R --tables tc --extra-cells                     # attention transformers on TC
+    python experiments/reproduce.py --steps 2000 --batch-size 64 --tables rts tc \
+        --variants adam-border adam-nopen adam-fullres --only ...   # ablations (see RESULTS.md)
+    python experiments/reproduce.py --steps 20000 --batch-size 64 --tables addition \
+        --variants adam --tag 20k                    # a longer budget beside the 2k runs
     # full paper budget on an accelerator
     python experiments/reproduce.py --tables table1 tc addition --steps 150000 --batch-size 256
     # then build RESULTS.md

@@ -223,6 +223,8 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
             "with the paper's. What these runs measure is the comparison between models at equal budget.",
             "% test error, mean ± sd over seeds:", "",
             *table, "",
+            "Recipes: " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items()
+                                    if any(f"| {k} |" in line for line in table)) + ".", "",
             "![ST-CNN vs CNN learning curves](experiments/results/headline.png)", ""]
     if (ROOT / README_FIGURE).exists():
         text += ["What the ST-CNN's affine transformer learned on TC (top: input with the sampling grid; bottom:",

@@ -29,7 +29,8 @@ derivative (zero where clamped, sign flip where reflected) enters through ``jax.
 Expert override: :func:`sampler_implementation` (``"auto"``, ``"fast"``, ``"generic"``)
 selects the path at trace time; ``"auto"`` (the default) takes this fast path for every
 2-D bilinear call (and lets the spatial-transformer modules use the matrix-product path of
-:mod:`stn_jax.separable` for axis-aligned kinds).
+:mod:`stn_jax.separable` for axis-aligned kinds, and large CPU batches the cache-blocked
+image gradient of :mod:`stn_jax._blocked`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ _BARRIER = False
 def sampler_implementation(name: str) -> Iterator[None]:
     """Expert override of the 2-D bilinear sampler implementation, read at trace time.
 
-    ``"auto"`` (default): the fast window-gather path for 2-D bilinear sampling, and the
-    matrix-product path for the modules' axis-aligned kinds where it is faster;
+    ``"auto"`` (default): the fast window-gather path for 2-D bilinear sampling, the
+    matrix-product path for the modules' axis-aligned kinds where it is faster, and (one-device
+    CPU, large batches) the cache-blocked image gradient of :mod:`stn_jax._blocked`;
     ``"fast"``: the window-gather path only; ``"generic"``: the per-tap reference implementation.
     Functions already traced under ``jit`` keep the implementation they were traced with.
     """
@@ -68,10 +70,12 @@ def sampler_implementation(name: str) -> Iterator[None]:
         _impl = previous
 
 
-def separable_allowed() -> bool:
-    """Whether axis-aligned warps may take the matrix-product path (:mod:`stn_jax.separable`).
+def auto_paths_allowed() -> bool:
+    """Whether ``"auto"`` is selected, so that its situational paths may be taken.
 
-    Only under ``"auto"``: ``"fast"`` and ``"generic"`` pin the gather samplers.
+    Those are the matrix-product path for axis-aligned warps (:mod:`stn_jax.separable`) and the
+    cache-blocked derivative of large batches on CPU (:mod:`stn_jax._blocked`); ``"fast"`` and
+    ``"generic"`` pin the plain gather samplers.
     """
     return _impl == "auto"
 

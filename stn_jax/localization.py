@@ -223,7 +223,7 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
     sampling.check_options(mode, padding_mode, 2)
     size = tuple(x.shape[1:3]) if output_size is None else tuple(output_size)
     params = params.astype(jnp.promote_types(params.dtype, jnp.float32))
-    if (transform.kind in AXIS_ALIGNED_KINDS and not return_grid and _bilinear.separable_allowed()
+    if (transform.kind in AXIS_ALIGNED_KINDS and not return_grid and _bilinear.auto_paths_allowed()
             and separable.prefer_separable(x.shape[1:3], size)):
         scale, translation = _axis_aligned(params, transform.kind)
         return separable.axis_aligned_warp(x, scale, translation, size, mode=mode,

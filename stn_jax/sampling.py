@@ -224,12 +224,17 @@ def grid_sample(image: ArrayLike, grid: ArrayLike, *, mode: str = "bilinear",
                             f"or float64); got dtype {x.dtype}")
     ndim, batched = _resolve_layout(image, grid)
     check_options(mode, padding_mode, ndim)
-    from stn_jax import _bilinear  # fast 2-D bilinear path (imports this module)
+    from stn_jax import _bilinear, _blocked  # fast 2-D bilinear paths (they import this module)
 
-    core = _bilinear.sample_one if _bilinear.use_fast_path(mode, ndim) else functools.partial(
-        _sample_one, mode=mode)
-    fn: Callable[[jax.Array, jax.Array], jax.Array] = lambda im, g: core(
-        im, g, padding_mode=padding_mode, align_corners=bool(align_corners),
-        compute_dtype=_compute_dtype(image.dtype, grid.dtype))
-    out = jax.vmap(fn)(image, grid) if batched else fn(image, grid)
+    fast = _bilinear.use_fast_path(mode, ndim)
+    options = dict(padding_mode=padding_mode, align_corners=bool(align_corners),
+                   compute_dtype=_compute_dtype(image.dtype, grid.dtype))
+    steps = (_blocked.steps_for(grid.shape[0], grid.shape[1] * grid.shape[2])
+             if fast and batched and _blocked.blocking_enabled() else 1)
+    if steps > 1:
+        out = _blocked.sample_batched(image, grid, steps=steps, **options)
+    else:
+        core = _bilinear.sample_one if fast else functools.partial(_sample_one, mode=mode)
+        fn: Callable[[jax.Array, jax.Array], jax.Array] = lambda im, g: core(im, g, **options)
+        out = jax.vmap(fn)(image, grid) if batched else fn(image, grid)
     return out.astype(image.dtype)

@@ -1,8 +1,9 @@
 """Affine grid with a contraction-shaped derivative (fast reverse mode on every backend).
 
 The grid itself is the elementwise multiply-add of :func:`stn_jax.grids.affine_grid`
-(full float32 precision on every backend, and XLA fuses it into the sampler that reads
-it, so under ``jit`` no grid is stored). Its derivative w.r.t. ``theta`` is given as an
+(full float32 precision on every backend; XLA decides whether to recompute it inside the
+sampler that reads it or to store it once: XLA:CPU in jax 0.10 stores it, since the sampler's
+four taps all read it). Its derivative w.r.t. ``theta`` is given as an
 explicit ``einsum`` with the homogeneous base coordinates (at ``HIGHEST`` precision), so
 reverse mode turns the (N, H, W, 2) grid cotangent into the (N, 2, 3) theta cotangent with
 one ``dot_general`` instead of XLA autodiff's broadcast-multiply-reduce chain. On the

@@ -16,8 +16,9 @@ def warp(image: ArrayLike, theta: ArrayLike, size: Sequence[int] | None = None, 
          align_corners: bool = False) -> jax.Array:
     """Affine-warp ``image``: ``grid_sample(image, affine_grid(theta, size))`` in one call.
 
-    Under ``jit`` the grid is computed inside the sampling computation and never stored as
-    a separate (N, Ho, Wo, 2) array.
+    The grid is an elementwise function of ``theta``, so under ``jit`` XLA may compute it inside
+    the sampling loop instead of reading a stored (N, Ho, Wo, 2) array (XLA:CPU in jax 0.10
+    stores it once: its four taps all read it).
 
     Args:
       image: (N, H, W, C) or (N, D, H, W, C) floating-point image (or unbatched).

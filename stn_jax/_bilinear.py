@@ -47,7 +47,6 @@ from stn_jax import sampling
 
 IMPLEMENTATIONS = ("auto", "fast", "generic")
 _impl = "auto"
-_BARRIER = False
 
 
 @contextlib.contextmanager
@@ -124,6 +123,29 @@ def _window_gather(padded: jax.Array, starts: jax.Array) -> jax.Array:
     return v.reshape(*starts.shape[:-1], 2, 2, channels)
 
 
+def _difference_windows(padded: jax.Array, starts: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The taps' one-sided differences: padded (H+2, W+2, C), starts (Ho, Wo, 2) -> two (Ho, Wo, 2, C).
+
+    ``dx[..., a, :] = v[a, 1] - v[a, 0]`` (rows a = 0, 1 of the window) and
+    ``dy[..., b, :] = v[1, b] - v[0, b]`` (columns b = 0, 1), read from the dense difference
+    images of the padded image by two 2-tap window gathers (bitwise the same differences as
+    from the 2x2 window). Each gather has a single consumer, so XLA fuses it into the
+    grid-gradient loop instead of storing the (Ho, Wo, 2, 2, C) window that the x and y
+    derivatives would otherwise share: at 32x224x224x3 the theta gradient went 86 -> 61 ms
+    (``experiments/NOTES-performance.md``, session 4). With one channel XLA already keeps the
+    window gather inside that loop, and the two extra difference images made the theta
+    gradient at 256x60x60x1 slower (14.7 -> 16.8 ms), so that case reads the window.
+    """
+    rows, cols, channels = padded.shape
+    across = (padded[:, 1:] - padded[:, :-1]).reshape(rows, (cols - 1) * channels)
+    down = (padded[1:] - padded[:-1]).reshape(rows - 1, cols * channels)
+    scaled = starts * jnp.array([1, channels], jnp.int32)
+    mode = lax.GatherScatterMode.PROMISE_IN_BOUNDS
+    dx = lax.gather(across, scaled, _WINDOW_DNUMS, slice_sizes=(2, channels), mode=mode)
+    dy = lax.gather(down, scaled, _WINDOW_DNUMS, slice_sizes=(1, 2 * channels), mode=mode)
+    return dx, dy.reshape(*starts.shape[:-1], 2, channels)
+
+
 def _pad(image: jax.Array) -> jax.Array:
     return jnp.pad(image, ((1, 1), (1, 1), (0, 0)))
 
@@ -178,16 +200,21 @@ def _sample_jvp(padding_mode, align_corners, compute_dtype, primals, tangents):
     t_image, t_grid = tangents
     height, width, _ = image.shape
     starts, ok, fx, fy = _layout(grid, image.shape, padding_mode, align_corners, compute_dtype)
-    v = _window_gather(_pad(image), starts).astype(compute_dtype)
-    if _BARRIER:
-        v, fx, fy, ok = lax.optimization_barrier((v, fx, fy, ok))
+    padded = _pad(image.astype(compute_dtype))
+    v = _window_gather(padded, starts)
     out = _combine(v, fx, fy, ok)
 
-    # d out / d ix and d out / d iy from the gathered window (PyTorch's formulas, which
-    # are the one-sided differences also at integer positions).
+    # d out / d ix and d out / d iy from the taps' differences (PyTorch's formulas, which
+    # are the one-sided differences also at integer positions). One channel: from the window
+    # (XLA keeps that gather inside the grid-gradient loop); more: see _difference_windows.
+    if image.shape[-1] == 1:
+        dx = v[:, :, :, 1] - v[:, :, :, 0]
+        dy = v[:, :, 1] - v[:, :, 0]
+    else:
+        dx, dy = _difference_windows(padded, starts)
     fx_, fy_, ok_ = fx[..., None], fy[..., None], ok[..., None]
-    d_ix = ok_ * ((1 - fy_) * (v[:, :, 0, 1] - v[:, :, 0, 0]) + fy_ * (v[:, :, 1, 1] - v[:, :, 1, 0]))
-    d_iy = ok_ * ((1 - fx_) * (v[:, :, 1, 0] - v[:, :, 0, 0]) + fx_ * (v[:, :, 1, 1] - v[:, :, 0, 1]))
+    d_ix = ok_ * ((1 - fy_) * dx[:, :, 0] + fy_ * dx[:, :, 1])
+    d_iy = ok_ * ((1 - fx_) * dy[:, :, 0] + fx_ * dy[:, :, 1])
     coords = functools.partial(_coords, height=height, width=width, padding_mode=padding_mode,
                                align_corners=align_corners)
     g = grid.astype(compute_dtype)

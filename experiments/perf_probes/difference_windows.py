@@ -1,0 +1,93 @@
+"""Probe (session 4): grid-gradient differences from two 2-tap gathers vs from the 2x2 window.
+
+``stn_jax._bilinear`` computes ``d out / d(ix, iy)`` for C > 1 from dense difference images
+read by two 2-tap window gathers (``_difference_windows``), and for C = 1 from the 2x2 window.
+This probe builds a copy of the module whose rule reads the window for every C (the session-3
+code path) and times both, unblocked, interleaved: forward+backward w.r.t. image and theta, and
+the theta-only gradient (the usual training case). Max relative differences are printed first.
+
+Usage: .venv/bin/python experiments/perf_probes/difference_windows.py [--reps 10] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import platform
+import sys
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(HERE, ".."))
+import stn_jax  # noqa: E402
+from stn_jax import _bilinear  # noqa: E402
+from bench_sampler import random_theta  # noqa: E402
+
+
+def window_only_module() -> types.ModuleType:
+    source = inspect.getsource(_bilinear)
+    switch = "if image.shape[-1] == 1:"
+    assert source.count(switch) == 1
+    module = types.ModuleType("bilinear_window_differences")
+    exec(compile(source.replace(switch, "if True:"), module.__name__, "exec"), module.__dict__)
+    return module
+
+
+def warp_with(module):
+    def warp(image, theta):
+        grid = stn_jax.affine_grid(theta, image.shape[1:3])
+        return jax.vmap(lambda i, g: module.sample_one(i, g, padding_mode="zeros", align_corners=False,
+                                                       compute_dtype=jnp.float32))(image, grid)
+    return warp
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--problems", default="256x60x60x3,32x96x96x3,32x224x224x3")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    variants = {"window": warp_with(window_only_module()), "differences": warp_with(_bilinear)}
+    lines = [f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, {platform.machine()} {os.cpu_count()} cores, "
+             f"jax {jax.__version__}, load {os.getloadavg()[0]:.2f}; ms median / min of {args.reps} interleaved reps"]
+    for problem in args.problems.split(","):
+        shape = tuple(int(s) for s in problem.split("x"))
+        rng = np.random.default_rng(0)
+        image = jnp.asarray(rng.random(shape, dtype=np.float32))
+        theta = jnp.asarray(random_theta(shape[0], rng))
+        ct = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+        fns = {}
+        for argnums, what in (((0, 1), "fwd+bwd"), (1, "theta-grad")):
+            for name, warp in variants.items():
+                fns[f"{what} {name}"] = jax.jit(jax.grad(lambda im, t, c, w=warp: jnp.vdot(w(im, t), c),
+                                                         argnums=argnums))
+        for what in ("fwd+bwd", "theta-grad"):
+            a, b = (jax.tree.leaves(fns[f"{what} {n}"](image, theta, ct)) for n in variants)
+            rel = max(float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(x))) for x, y in zip(a, b))
+            lines.append(f"{problem} {what}: max relative difference {rel:.1e}")
+        times = {k: [] for k in fns}
+        for f in fns.values():
+            jax.block_until_ready(f(image, theta, ct))
+        for _ in range(args.reps):
+            for k, f in fns.items():
+                time.sleep(0.02)
+                jax.block_until_ready(f(image, theta, ct))
+                t0 = time.perf_counter()
+                jax.block_until_ready(f(image, theta, ct))
+                times[k].append(time.perf_counter() - t0)
+        lines.append(f"{problem}: " + ", ".join(
+            f"{k} {np.median(v) * 1e3:.1f} / {np.min(v) * 1e3:.1f}" for k, v in times.items()))
+        print(*lines[-3:], sep="\n", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

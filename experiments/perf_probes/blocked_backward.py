@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
@@ -33,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 import stn_jax  # noqa: E402
 from stn_jax import _bilinear  # noqa: E402
-from bench_sampler import random_theta  # noqa: E402
+from _harness import header, interleaved_ms, problem  # noqa: E402
 
 
 def unblocked_warp(image, theta):
@@ -78,36 +75,16 @@ def make_blocked(steps: int, skip_when_image_constant: bool = True):
     return lambda image, theta: sample(image, stn_jax.affine_grid(theta, image.shape[1:3]))
 
 
-def timed(fns, args, reps):
-    times = {k: [] for k in fns}
-    for f in fns.values():
-        jax.block_until_ready(f(*args))
-    for _ in range(reps):
-        for k, f in fns.items():
-            time.sleep(0.02)
-            jax.block_until_ready(f(*args))
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times[k].append(time.perf_counter() - t0)
-    return {k: (float(np.median(v)) * 1e3, float(np.min(v)) * 1e3) for k, v in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    lines = [f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, {platform.machine()} {os.cpu_count()} cores, "
-             f"jax {jax.__version__}, load {os.getloadavg()[0]:.2f}; fwd+bwd ms (median / min of "
-             f"{args.reps} interleaved reps); steps 1 = shipped stn_jax.warp, unblocked"]
+    lines = [header(args.reps, "ms median / min; steps 1 = shipped stn_jax.warp, unblocked")]
     problems = (("256x28x28x1", (1, 2, 4, 8)), ("256x60x60x1", (1, 4, 8, 16, 32, 64)),
                 ("32x224x224x3", (1, 4, 8, 16, 32)))
-    for problem, steps_list in problems:
-        shape = tuple(int(s) for s in problem.split("x"))
-        rng = np.random.default_rng(0)
-        image = jnp.asarray(rng.random(shape, dtype=np.float32))
-        theta = jnp.asarray(random_theta(shape[0], rng))
-        ct = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    for spec, steps_list in problems:
+        image, theta, ct = problem(spec)
 
         def grad_of(warp_fn, argnums=(0, 1)):
             return jax.jit(jax.grad(lambda im, t, c: jnp.vdot(warp_fn(im, t), c), argnums=argnums))
@@ -115,13 +92,13 @@ def main():
         ref = fns[1](image, theta, ct)
         for s, f in fns.items():
             diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(f(image, theta, ct), ref))
-            assert diff == 0.0, (problem, s, diff)
-        ms = timed(fns, (image, theta, ct), args.reps)
-        lines.append(f"{problem} fwd+bwd: " + ", ".join(f"steps {s} {m:.1f} / {lo:.1f}" for s, (m, lo) in ms.items()))
+            assert diff == 0.0, (spec, s, diff)
+        ms = interleaved_ms(fns, (image, theta, ct), args.reps)
+        lines.append(f"{spec} fwd+bwd: " + ", ".join(f"steps {s} {m:.1f} / {lo:.1f}" for s, (m, lo) in ms.items()))
         s = steps_list[2]
         theta_only = {"shipped": grad_of(unblocked_warp, 1), f"blocked{s}-always": grad_of(make_blocked(s, False), 1)}
-        ms = timed(theta_only, (image, theta, ct), args.reps)
-        lines.append(f"{problem} theta-only grad: " + ", ".join(f"{k} {m:.1f} / {lo:.1f}" for k, (m, lo) in ms.items()))
+        ms = interleaved_ms(theta_only, (image, theta, ct), args.reps)
+        lines.append(f"{spec} theta-only grad: " + ", ".join(f"{k} {m:.1f} / {lo:.1f}" for k, (m, lo) in ms.items()))
         print(lines[-2], lines[-1], sep="\n", flush=True)
     if args.out:
         with open(args.out, "w") as f:

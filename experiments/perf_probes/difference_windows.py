@@ -13,21 +13,18 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import platform
 import sys
-import time
 import types
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 import stn_jax  # noqa: E402
 from stn_jax import _bilinear  # noqa: E402
-from bench_sampler import random_theta  # noqa: E402
+from _harness import header, interleaved_ms, problem  # noqa: E402
 
 
 def window_only_module() -> types.ModuleType:
@@ -54,14 +51,9 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     variants = {"window": warp_with(window_only_module()), "differences": warp_with(_bilinear)}
-    lines = [f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, {platform.machine()} {os.cpu_count()} cores, "
-             f"jax {jax.__version__}, load {os.getloadavg()[0]:.2f}; ms median / min of {args.reps} interleaved reps"]
-    for problem in args.problems.split(","):
-        shape = tuple(int(s) for s in problem.split("x"))
-        rng = np.random.default_rng(0)
-        image = jnp.asarray(rng.random(shape, dtype=np.float32))
-        theta = jnp.asarray(random_theta(shape[0], rng))
-        ct = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    lines = [header(args.reps, "ms median / min")]
+    for spec in args.problems.split(","):
+        image, theta, ct = problem(spec)
         fns = {}
         for argnums, what in (((0, 1), "fwd+bwd"), (1, "theta-grad")):
             for name, warp in variants.items():
@@ -70,19 +62,9 @@ def main():
         for what in ("fwd+bwd", "theta-grad"):
             a, b = (jax.tree.leaves(fns[f"{what} {n}"](image, theta, ct)) for n in variants)
             rel = max(float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(x))) for x, y in zip(a, b))
-            lines.append(f"{problem} {what}: max relative difference {rel:.1e}")
-        times = {k: [] for k in fns}
-        for f in fns.values():
-            jax.block_until_ready(f(image, theta, ct))
-        for _ in range(args.reps):
-            for k, f in fns.items():
-                time.sleep(0.02)
-                jax.block_until_ready(f(image, theta, ct))
-                t0 = time.perf_counter()
-                jax.block_until_ready(f(image, theta, ct))
-                times[k].append(time.perf_counter() - t0)
-        lines.append(f"{problem}: " + ", ".join(
-            f"{k} {np.median(v) * 1e3:.1f} / {np.min(v) * 1e3:.1f}" for k, v in times.items()))
+            lines.append(f"{spec} {what}: max relative difference {rel:.1e}")
+        ms = interleaved_ms(fns, (image, theta, ct), args.reps)
+        lines.append(f"{spec}: " + ", ".join(f"{k} {m:.1f} / {lo:.1f}" for k, (m, lo) in ms.items()))
         print(*lines[-3:], sep="\n", flush=True)
     if args.out:
         with open(args.out, "w") as f:

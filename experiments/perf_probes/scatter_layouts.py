@@ -26,15 +26,11 @@ Usage: .venv/bin/python experiments/perf_probes/scatter_layouts.py [--reps 10] [
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import platform
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +38,7 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 import stn_jax  # noqa: E402
 from stn_jax import _bilinear, sampling  # noqa: E402
-from bench_sampler import random_theta  # noqa: E402
+from _harness import header, interleaved_ms, problem  # noqa: E402
 
 _PROMISE = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 _ROW_DNUMS = lax.ScatterDimensionNumbers(update_window_dims=(1,), inserted_window_dims=(0,),
@@ -189,45 +185,23 @@ def make_sampler(style):
     return lambda image, theta: sample(image, stn_jax.affine_grid(theta, image.shape[1:3]))
 
 
-# ----------------------------------------------------------------------------- harness
-
-
-def time_interleaved(fns, args, reps):
-    times = {k: [] for k in fns}
-    for f in fns.values():
-        jax.block_until_ready(f(*args))
-    for _ in range(reps):
-        for k, f in fns.items():
-            time.sleep(0.02)
-            jax.block_until_ready(f(*args))
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--problems", default="256x60x60x1,32x224x224x3")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    lines = [f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, {platform.machine()} {os.cpu_count()} cores, "
-             f"jax {jax.__version__}, load {os.getloadavg()[0]:.2f}; median ms of {args.reps} interleaved reps"]
-    for problem in args.problems.split(","):
-        shape = tuple(int(s) for s in problem.split("x"))
-        rng = np.random.default_rng(0)
-        image = jnp.asarray(rng.random(shape, dtype=np.float32))
-        theta = jnp.asarray(random_theta(shape[0], rng))
-        ct = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    lines = [header(args.reps, "median ms")]
+    for spec in args.problems.split(","):
+        image, theta, ct = problem(spec)
 
         shipped_image = jax.jit(lambda t, c: jax.grad(lambda im: jnp.vdot(unblocked_warp(im, t), c))(image))
         image_only = {"shipped": shipped_image, "cells-global": jax.jit(image_grad_cells_global),
                       "cells-vmapped": jax.jit(image_grad_cells_vmapped)}
         ref = shipped_image(theta, ct)
         errs = {k: float(jnp.max(jnp.abs(f(theta, ct) - ref))) for k, f in image_only.items()}
-        ms = time_interleaved(image_only, (theta, ct), args.reps)
-        lines.append(f"{problem} image-only: " + ", ".join(f"{k} {ms[k]:.2f} ms (err {errs[k]:.1e})" for k in ms))
+        ms = {k: m for k, (m, _) in interleaved_ms(image_only, (theta, ct), args.reps).items()}
+        lines.append(f"{spec} image-only: " + ", ".join(f"{k} {ms[k]:.2f} ms (err {errs[k]:.1e})" for k in ms))
 
         def joint(warp_fn):
             return jax.jit(jax.grad(lambda im, t, c: jnp.vdot(warp_fn(im, t), c), argnums=(0, 1)))
@@ -236,8 +210,8 @@ def main():
         ref = joint_fns["shipped"](image, theta, ct)
         errs = {k: max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(f(image, theta, ct), ref))
                 for k, f in joint_fns.items()}
-        ms = time_interleaved(joint_fns, (image, theta, ct), args.reps)
-        lines.append(f"{problem} joint fwd+bwd: " + ", ".join(f"{k} {ms[k]:.2f} ms (err {errs[k]:.1e})" for k in ms))
+        ms = {k: m for k, (m, _) in interleaved_ms(joint_fns, (image, theta, ct), args.reps).items()}
+        lines.append(f"{spec} joint fwd+bwd: " + ", ".join(f"{k} {ms[k]:.2f} ms (err {errs[k]:.1e})" for k in ms))
         print(lines[-2], lines[-1], sep="\n", flush=True)
     if args.out:
         with open(args.out, "w") as f:

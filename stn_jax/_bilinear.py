@@ -131,10 +131,10 @@ def _difference_windows(padded: jax.Array, starts: jax.Array) -> tuple[jax.Array
     images of the padded image by two 2-tap window gathers (bitwise the same differences as
     from the 2x2 window). Each gather has a single consumer, so XLA fuses it into the
     grid-gradient loop instead of storing the (Ho, Wo, 2, 2, C) window that the x and y
-    derivatives would otherwise share: at 32x224x224x3 the theta gradient went 86 -> 61 ms
-    (``experiments/NOTES-performance.md``, session 4). With one channel XLA already keeps the
-    window gather inside that loop, and the two extra difference images made the theta
-    gradient at 256x60x60x1 slower (14.7 -> 16.8 ms), so that case reads the window.
+    derivatives would otherwise share (32x224x224x3: theta gradient ~25% faster). With one
+    channel XLA already keeps the window gather inside that loop and the two extra difference
+    images do not pay, so that case reads the window
+    (``experiments/perf_probes/difference_windows.py``, ``experiments/NOTES-performance.md``).
     """
     rows, cols, channels = padded.shape
     across = (padded[:, 1:] - padded[:, :-1]).reshape(rows, (cols - 1) * channels)

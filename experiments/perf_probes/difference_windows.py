@@ -2,8 +2,8 @@
 
 ``stn_jax._bilinear`` computes ``d out / d(ix, iy)`` for C > 1 from dense difference images
 read by two 2-tap window gathers (``_difference_windows``), and for C = 1 from the 2x2 window.
-This probe builds a copy of the module whose rule reads the window for every C (the session-3
-code path) and times both, unblocked, interleaved: forward+backward w.r.t. image and theta, and
+This probe builds two copies of the module, one reading the window for every C (the session-3
+code path) and one reading the difference windows for every C, and times both, unblocked, interleaved: forward+backward w.r.t. image and theta, and
 the theta-only gradient (the usual training case). Max relative differences are printed first.
 
 Usage: .venv/bin/python experiments/perf_probes/difference_windows.py [--reps 10] [--out FILE]
@@ -27,12 +27,13 @@ from stn_jax import _bilinear  # noqa: E402
 from _harness import header, interleaved_ms, problem  # noqa: E402
 
 
-def window_only_module() -> types.ModuleType:
+def module_with_switch(value: str) -> types.ModuleType:
+    """A copy of stn_jax._bilinear whose window-vs-differences switch is replaced by ``value``."""
     source = inspect.getsource(_bilinear)
     switch = "if image.shape[-1] == 1:"
     assert source.count(switch) == 1
-    module = types.ModuleType("bilinear_window_differences")
-    exec(compile(source.replace(switch, "if True:"), module.__name__, "exec"), module.__dict__)
+    module = types.ModuleType(f"bilinear_switch_{value}")
+    exec(compile(source.replace(switch, f"if {value}:"), module.__name__, "exec"), module.__dict__)
     return module
 
 
@@ -47,10 +48,11 @@ def warp_with(module):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--problems", default="256x60x60x3,32x96x96x3,32x224x224x3")
+    parser.add_argument("--problems", default="256x60x60x1,256x60x60x3,32x224x224x3")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    variants = {"window": warp_with(window_only_module()), "differences": warp_with(_bilinear)}
+    variants = {"window": warp_with(module_with_switch("True")),
+                "differences": warp_with(module_with_switch("False"))}
     lines = [header(args.reps, "ms median / min")]
     for spec in args.problems.split(","):
         image, theta, ct = problem(spec)

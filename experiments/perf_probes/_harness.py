@@ -41,3 +41,10 @@ def interleaved_ms(fns: dict, args: tuple, reps: int) -> dict[str, tuple[float, 
 def header(reps: int, what: str) -> str:
     return (f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, {platform.machine()} {os.cpu_count()} cores, "
             f"jax {jax.__version__}, load {os.getloadavg()[0]:.2f}; {what} ({reps} interleaved reps)")
+
+
+def write_lines(path: str | None, lines: list[str]) -> None:
+    """Write the probe's result lines to ``path`` (nothing when None)."""
+    if path:
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 import stn_jax  # noqa: E402
 from stn_jax import _bilinear  # noqa: E402
-from _harness import header, interleaved_ms, problem  # noqa: E402
+from _harness import header, interleaved_ms, problem, write_lines  # noqa: E402
 
 
 def unblocked_warp(image, theta):
@@ -100,9 +100,7 @@ def main():
         ms = interleaved_ms(theta_only, (image, theta, ct), args.reps)
         lines.append(f"{spec} theta-only grad: " + ", ".join(f"{k} {m:.1f} / {lo:.1f}" for k, (m, lo) in ms.items()))
         print(lines[-2], lines[-1], sep="\n", flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

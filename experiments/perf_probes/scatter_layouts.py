@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 import stn_jax  # noqa: E402
 from stn_jax import _bilinear, sampling  # noqa: E402
-from _harness import header, interleaved_ms, problem  # noqa: E402
+from _harness import header, interleaved_ms, problem, write_lines  # noqa: E402
 
 _PROMISE = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 _ROW_DNUMS = lax.ScatterDimensionNumbers(update_window_dims=(1,), inserted_window_dims=(0,),
@@ -213,9 +213,7 @@ def main():
         ms = {k: m for k, (m, _) in interleaved_ms(joint_fns, (image, theta, ct), args.reps).items()}
         lines.append(f"{spec} joint fwd+bwd: " + ", ".join(f"{k} {ms[k]:.2f} ms (err {errs[k]:.1e})" for k in ms))
         print(lines[-2], lines[-1], sep="\n", flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -51,10 +51,10 @@ def test_forward_mode_second_order_and_vmap_equal_the_unblocked_sampler():
     rng = np.random.default_rng(2)
     t_image = jnp.asarray(rng.standard_normal(image.shape), jnp.float32)
     t_grid = jnp.asarray(rng.standard_normal(grid.shape), jnp.float32)
-    for primals, tangents in (((image, grid), (t_image, t_grid)),):
-        (o1, t1), (o2, t2) = jax.jvp(blocked, primals, tangents), jax.jvp(plain, primals, tangents)
-        np.testing.assert_allclose(o1, o2, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(t1, t2, rtol=1e-5, atol=1e-5)
+    primals, tangents = (image, grid), (t_image, t_grid)
+    (o1, t1), (o2, t2) = jax.jvp(blocked, primals, tangents), jax.jvp(plain, primals, tangents)
+    np.testing.assert_allclose(o1, o2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(t1, t2, rtol=1e-5, atol=1e-5)
     # Hessian-vector product w.r.t. the grid of a loss that also depends on the image gradient.
     def loss(fn):
         def f(g):

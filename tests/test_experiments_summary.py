@@ -1,15 +1,13 @@
-"""experiments/summarize.py: RESULTS.md cells, headline and paper gaps from run directories."""
+"""experiments/paper/summarize.py: RESULTS.md cells, headline and paper gaps from run directories."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import summarize  # noqa: E402
+from experiments.paper import summarize
 
 
 def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, transform: str,

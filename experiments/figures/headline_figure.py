@@ -1,0 +1,82 @@
+"""Headline figure: ST-CNN (affine) vs CNN on RTS and TC, from the committed run directories.
+
+One panel per dataset: validation error (%) against training step for every seed of each
+model (thin lines), the final test error of each seed (markers at the last step), and the
+paper's test error (dashed lines; full budget of 150k steps at batch 256). Reads
+``metrics.jsonl`` / ``results.json`` under ``experiments/results/runs/``; writes
+``experiments/results/headline.png``.
+
+    python -m experiments.figures.headline_figure [--recipe adam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments.paper import paper
+from experiments.paper.reproduce import ROOT
+from experiments.paper.summarize import HEADLINE, group_cells, load_runs, read_metrics
+
+COLORS = {"cnn": "#1f77b4", "st-cnn": "#d62728"}
+LABELS = {"cnn": "CNN", "st-cnn": "ST-CNN (affine)"}
+
+
+def _curve(run_dir: Path, split: str) -> tuple[list[int], list[float]]:
+    rows = read_metrics(run_dir, split)
+    return [r["step"] for r in rows], [100 * r["error"] for r in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="adam", help="recipe whose runs are plotted (default: adam)")
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "headline.png"))
+    args = parser.parse_args(argv)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
+
+    cells = group_cells(load_runs())
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5.2 * len(HEADLINE), 3.8))
+    for ax, (ds, title) in zip(axes, HEADLINE):
+        table = "table1" if ds in paper.TABLE1_DATASETS else ds
+        budgets = set()
+        for model, transform in (("cnn", None), ("st-cnn", "affine")):
+            keys = sorted(k for k in cells if k[:5] == (table, ds, model, transform, args.recipe))
+            for key, style in zip(keys, ("-", "--", ":")):  # one line style per budget
+                group = sorted(cells[key], key=lambda g: g["seed"])
+                steps_batch = f"{key[5][0]:,} × {key[5][1]}"
+                budgets.add(steps_batch)
+                for i, run in enumerate(group):
+                    steps, errs = _curve(run["dir"], "val")
+                    test = run["results"]["test_error_pct"]
+                    ax.plot(steps, errs, style, color=COLORS[model], alpha=0.7, lw=1.2,
+                            label=f"{LABELS[model]} val, {steps_batch} (n={len(group)})" if i == 0 else None)
+                    ax.plot([run["results"]["steps"]], [test], "o", color=COLORS[model], markersize=5,
+                            label=f"{LABELS[model]} test, {steps_batch}" if i == 0 else None)
+            ref = paper.paper_error(ds, model, transform)
+            if ref is not None:
+                ax.axhline(ref, color=COLORS[model], ls="-.", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
+        budget = " and ".join(sorted(budgets))
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("error (%)")
+        ax.set_title(f"{title}: {budget} steps × batch, recipe {args.recipe}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

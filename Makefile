@@ -1,13 +1,16 @@
 # Two commands on a fresh Linux machine with Python 3.11 (no GPU needed):
 #   make demo   -- set up .venv and run the main job (short real training run, figures, results)
 #   make test   -- set up .venv and run the test suite
+# and two checks that CI runs beside the tests (`make test docs lint`, see .ci/run):
+#   make docs   -- build the manual and the API reference into build/docs (warnings are errors)
+#   make lint   -- ruff (configuration in pyproject.toml)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MNIST_DIR ?= $(firstword $(wildcard ../shared/data/mnist))
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo docs lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(VENV)/.installed-%: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e ".[$*]"
+	touch $@
 
 test: setup
 	$(PY) -m pytest -q -n 2 tests
@@ -33,5 +40,12 @@ demo: setup
 	  --log-every 50 --eval-every 200 --checkpoint-every 200 --seed 0 --workdir $(DEMO_DIR) \
 	  $(if $(MNIST_DIR),--data-dir $(MNIST_DIR),--data-source auto)
 
+docs: $(VENV)/.installed-docs
+	rm -rf docs/generated build/docs
+	$(PY) -m sphinx -W --keep-going -b html docs build/docs
+
+lint: $(VENV)/.installed-lint
+	$(PY) -m ruff check .
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build/docs docs/generated

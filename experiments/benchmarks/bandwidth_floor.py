@@ -52,7 +52,7 @@ def main() -> None:
         print(f"{name}: fwd >= {fwd / 1e6:.1f} MB -> {fwd / best * 1e3:.2f} ms "
               f"(with grid {fwd_grid / best * 1e3:.2f} ms); fwd+bwd >= {fwdbwd / 1e6:.1f} MB -> "
               f"{fwdbwd / best * 1e3:.2f} ms")
-    out = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    out = {"date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "cores": os.cpu_count(), "loadavg": os.getloadavg(),
            "copy_bandwidth_GBps_best": best / 1e9, "copy_bandwidth_GBps_median": median / 1e9,
            "problems": rows}

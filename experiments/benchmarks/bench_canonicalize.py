@@ -84,8 +84,7 @@ def _canonicalizer(dataset: str, input_shape):
 
 
 def _bench_case(name, canon, parquet, batch_size, tmp, repeats_apply=5):
-    from stn_jax.canonicalize import (ParquetReader, canonicalize_batches, decode_image,
-                                      run_canonicalize)
+    from stn_jax.canonicalize import ParquetReader, canonicalize_batches, decode_image, run_canonicalize
     from stn_jax.canonicalize.writer import PartWriter
 
     reader = ParquetReader(parquet, id_column="id")
@@ -143,10 +142,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-224", type=int, default=32)
     args = p.parse_args(argv)
 
-    import jax
     import flax
-    import pyarrow
+    import jax
     import PIL
+    import pyarrow
 
     load_before = os.getloadavg()
     digits, source = _mnist_digits(max(args.n28, args.n224), args.data_dir if os.path.isdir(
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
             results.append(r)
     record = {
         "script": "experiments/benchmarks/bench_canonicalize.py", "argv": sys.argv[1:],
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(), "devices": [str(d) for d in jax.local_devices()]},

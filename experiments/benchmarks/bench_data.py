@@ -66,7 +66,7 @@ def main() -> None:
         print(f"{name:9s} {r['examples']} x {tuple(r['shape'])}: {r['generate_s_median']:.2f} s "
               f"({r['images_per_s']}/s), compile {r['compile_s']:.1f} s", flush=True)
         results.append(r)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    meta = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
             "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
             "jax": jax.__version__, "numpy": np.__version__, "mnist_source": mnist.source,

@@ -218,7 +218,7 @@ def main(argv=None):
             gbps = results[pname]["min_bytes"][kind] / v["median_ms"] / 1e6
             print(f"  {k:32s} {v['median_ms']:9.3f} ms   {ratio:6.2f}x   {gbps:7.1f} GB/s")
     meta = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "python": platform.python_version(), "jax": jax.__version__, "jaxlib_backend": jax.default_backend(),
         "torch": torch.__version__, "torch_device": torch_device,

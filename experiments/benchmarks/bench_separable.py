@@ -70,7 +70,7 @@ def build(shape, torch_threads):
     for kind in ("fwd", "fwd+bwd"):
         ref = jax.tree_util.tree_leaves(cands[f"warp[auto] {kind}"]())
         got = jax.tree_util.tree_leaves(cands[f"axis_aligned_warp {kind}"]())
-        for a, b in zip(got, ref):
+        for a, b in zip(got, ref, strict=True):
             err = float(np.abs(np.asarray(a) - np.asarray(b)).max() / (np.abs(np.asarray(b)).max() + 1e-12))
             assert err < 1e-4, (kind, err)
 
@@ -122,7 +122,7 @@ def main(argv=None):
             print(f"  {'torch ' + kind:28s} {torch_ms:9.3f} ms")
         results[pname] = {"reps": reps, "times": t}
     out = {"meta": {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores", "python": platform.python_version(),
         "jax": jax.__version__, "backend": jax.default_backend(), "torch": torch.__version__,
         "torch_threads": list(threads), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),

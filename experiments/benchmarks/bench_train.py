@@ -22,7 +22,7 @@ import os
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jax
 import jax.numpy as jnp
@@ -74,9 +74,8 @@ def main() -> None:
     import torch
 
     from stn_jax.data import load_mnist, make_dataset
-    from stn_jax.models import create_model, count_params
-    from stn_jax.train import TrainConfig, create_state, make_optimizer, train_step
-    from stn_jax.train import parallel
+    from stn_jax.models import count_params, create_model
+    from stn_jax.train import TrainConfig, create_state, make_optimizer, parallel, train_step
     from stn_jax.train.loop import _accum_zeros, make_train_fn
 
     source = "idx" if os.path.isdir(args.data_dir) else "sample"
@@ -157,7 +156,7 @@ def main() -> None:
                     "jax_devices": [str(d) for d in jax.devices()]},
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                      "python": platform.python_version()},
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "note": "the machine is shared (2 cores, several concurrent jobs); see load_average_at_end",
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -73,7 +73,7 @@ def figure(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
     fig.savefig(args.png, dpi=110)
     summary = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "input": args.input, "output": args.output, "model": manifest["input"].get("workdir"),
         "rows_in": int(len(rows) + rejects), "rows_written": int(len(rows)), "rows_rejected": int(rejects),
         "parts": len(manifest["parts"]), "complete": manifest["complete"],

@@ -11,6 +11,7 @@ pattern. Writes ``sampler_demo.png`` (rows: digits; columns: warps) and ``sample
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     columns = []
     for name, grid, options in warps(n, size):
-        fn = jax.jit(lambda im, g, o=tuple(sorted(options.items())): stn_jax.grid_sample(im, g, **dict(o)))
+        fn = jax.jit(functools.partial(stn_jax.grid_sample, **options))
         out = fn(images, grid).block_until_ready()  # compile
         start = time.perf_counter()
         out = fn(images, grid).block_until_ready()

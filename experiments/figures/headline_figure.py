@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
 
     cells = group_cells(load_runs())
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5.2 * len(HEADLINE), 3.8))
-    for ax, (ds, title) in zip(axes, HEADLINE):
+    for ax, (ds, title) in zip(axes, HEADLINE, strict=True):
         table = "table1" if ds in paper.TABLE1_DATASETS else ds
         budgets = set()
         for model, transform in (("cnn", None), ("st-cnn", "affine")):
             keys = sorted(k for k in cells if k[:5] == (table, ds, model, transform, args.recipe))
-            for key, style in zip(keys, ("-", "--", ":")):  # one line style per budget
+            for key, style in zip(keys, ("-", "--", ":"), strict=False):  # one line style per budget
                 group = sorted(cells[key], key=lambda g: g["seed"])
                 steps_batch = f"{key[5][0]:,} × {key[5][1]}"
                 budgets.add(steps_batch)

@@ -207,7 +207,7 @@ def _machine_and_dates(runs: list[dict]) -> str:
         times = [row["time"] for split in ("train", "val", "test") for row in read_metrics(run["dir"], split)
                  if "time" in row]
         if times:
-            dates.append(datetime.datetime.fromtimestamp(max(times), datetime.timezone.utc).date().isoformat())
+            dates.append(datetime.datetime.fromtimestamp(max(times), datetime.UTC).date().isoformat())
     text = f", on a {' / '.join(machines)} machine" if machines else ""
     if dates:
         span = min(dates) if min(dates) == max(dates) else f"{min(dates)} to {max(dates)}"

@@ -9,7 +9,6 @@ kills it at whatever moment the poller sees enough committed parts.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,2 @@
+"""Benchmarks against PyTorch and of the data, training and canonicalisation pipelines; results go to
+``experiments/results/<machine>/``."""

@@ -1,0 +1,1 @@
+"""Figures of the documentation and the README."""

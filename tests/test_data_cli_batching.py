@@ -59,7 +59,7 @@ def test_shard_and_prefetch_over_mesh():
     with pytest.raises(ValueError, match="does not divide over 4 devices"):
         data.shard_batch(np.zeros((6, 2)), sharding)
     with pytest.raises(ValueError, match="no batch axis"):
-        data.batch_sharding(mesh, "batch")
+        data.batch_sharding(mesh, axis="batch")
 
 
 def test_iterate_batches_pads_and_masks():

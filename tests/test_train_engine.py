@@ -201,8 +201,8 @@ def test_padding_mode_reaches_the_zoo_transformer():
 
 
 def test_cluster_detection():
-    assert not parallel.cluster_detected({})
-    assert parallel.cluster_detected({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
-    assert parallel.cluster_detected({"SLURM_NTASKS": "4"})
-    assert not parallel.cluster_detected({"SLURM_NTASKS": "1"})
-    assert not parallel.cluster_detected({"TPU_WORKER_HOSTNAMES": "localhost"})
+    assert not parallel.cluster_detected(environ={})
+    assert parallel.cluster_detected(environ={"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+    assert parallel.cluster_detected(environ={"SLURM_NTASKS": "4"})
+    assert not parallel.cluster_detected(environ={"SLURM_NTASKS": "1"})
+    assert not parallel.cluster_detected(environ={"TPU_WORKER_HOSTNAMES": "localhost"})

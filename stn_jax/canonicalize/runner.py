@@ -4,7 +4,7 @@ Two layers:
 
 - :class:`Canonicalizer` wraps a model as one jitted, data-parallel function
   ``apply(images) -> {"warped", "params", "probs"}`` sharded along the batch over every local
-  device (``NamedSharding(mesh, P("data"))``; the variables are replicated).
+  device (the mesh and shardings of :mod:`stn_jax.sharding`; the variables are replicated).
 - :func:`canonicalize_batches` (the Python API: an iterator of :class:`CanonicalBatch`) and
   :func:`run_canonicalize` (what ``stn-jax canonicalize`` runs: the iterator plus atomic,
   resumable Parquet parts, a rejects ledger and a progress bar).
@@ -19,8 +19,10 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 
+from stn_jax import sharding
 from stn_jax.canonicalize.readers import RawBatch, Reader, RejectError, decode_image, open_reader
 from stn_jax.canonicalize.writer import PartWriter
 
@@ -42,17 +44,14 @@ class Canonicalizer:
 
     def __init__(self, apply_fn: Callable[[Any, Any], Mapping[str, Any]], variables: Any, *,
                  input_shape: Sequence[int], transform: str, devices: Sequence[Any] | None = None):
-        import jax
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
         if len(input_shape) != 3 or not all(int(v) > 0 for v in input_shape):
             raise ValueError(f"input_shape must be (H, W, C) of positive sizes; got {input_shape}")
         self.input_shape = tuple(int(v) for v in input_shape)
         self.transform = str(transform)
         self.devices = list(jax.local_devices() if devices is None else devices)
-        self.mesh = Mesh(np.array(self.devices), ("data",))
-        self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        self.variables = jax.device_put(variables, NamedSharding(self.mesh, P()))
+        self.mesh = sharding.make_mesh(devices=self.devices)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        self.variables = sharding.replicate(variables, self.mesh)
 
         def run(v, images):
             out = dict(apply_fn(v, images))
@@ -65,7 +64,7 @@ class Canonicalizer:
                 result["probs"] = jax.nn.softmax(out["logits"].astype("float32"), axis=-1)
             return result
 
-        self._jitted = jax.jit(run, in_shardings=(NamedSharding(self.mesh, P()), self.batch_sharding),
+        self._jitted = jax.jit(run, in_shardings=(sharding.replicated(self.mesh), self.batch_sharding),
                                out_shardings=self.batch_sharding)
 
     @property
@@ -94,8 +93,6 @@ class Canonicalizer:
     def dispatch(self, images: np.ndarray) -> dict[str, Any]:
         """Like :meth:`apply` but returns the (padded, sharded) device arrays without waiting
         for them, so the caller can overlap host work with the computation."""
-        import jax
-
         images = np.asarray(images, np.float32)
         if images.ndim != 4 or images.shape[1:] != self.input_shape:
             raise ValueError(f"images must be (B, {', '.join(map(str, self.input_shape))}); "
@@ -121,7 +118,6 @@ class Canonicalizer:
         Raises:
           ValueError: the model has no spatial transformer (fcn / cnn) or no such index.
         """
-        import jax
         import jax.numpy as jnp
 
         from stn_jax.models import inspect_transformers

@@ -5,6 +5,7 @@ it generates batches inside the training step. These helpers serve host-side dat
 evaluation sets, exported arrays, user data): :func:`shard_batch` places one batch and
 :func:`prefetch_to_device` keeps ``size`` batches in flight so the accelerator never waits on
 Python (``jax.device_put`` is asynchronous; the next transfers start while a step runs).
+:func:`batch_sharding` (from :mod:`stn_jax.sharding`) gives the sharding they expect.
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ from typing import Any, Iterable, Iterator
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
+from stn_jax.sharding import batch_sharding
 
-def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
-    """``NamedSharding(mesh, P(axis))``: the leading (batch) axis split over mesh axis ``axis``."""
-    if axis not in mesh.axis_names:
-        raise ValueError(f"mesh has axes {mesh.axis_names}; no batch axis {axis!r}")
-    return NamedSharding(mesh, PartitionSpec(axis))
+__all__ = ["batch_sharding", "iterate_batches", "prefetch_to_device", "shard_batch"]
 
 
 def shard_batch(batch: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 import json
 
+from stn_jax.data import datasets, preview, sources
+
 
 def _parse_option(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
@@ -26,15 +28,13 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from stn_jax.data.datasets import DATASETS  # noqa: PLC0415 (light module, no jax work)
-
     p = subparsers.add_parser("data", help="generate a distorted-MNIST dataset: preview figure and export",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=datasets.DATASETS)
     p.add_argument("--split", default="test", choices=("test", "validation", "train"),
                    help="test/validation: the fixed evaluation sets; train: one distorted pass over "
                         "the training digits from --seed (the fixed_train set)")
-    p.add_argument("--mnist-source", default="auto", choices=("auto", "idx", "tfds", "download", "sample"))
+    p.add_argument("--mnist-source", default="auto", choices=sources.SOURCES)
     p.add_argument("--data-dir", default=None, help="directory of the four MNIST IDX files (else $STN_JAX_MNIST_DIR)")
     p.add_argument("--cache-dir", default=None, help="download cache (else $STN_JAX_CACHE_DIR or ~/.cache/stn_jax/mnist)")
     p.add_argument("--no-md5", action="store_true",
@@ -50,8 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stn_jax.data import datasets, preview, sources  # noqa: PLC0415 (heavy imports only when run)
-
     mnist = sources.load_mnist(args.mnist_source, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                verify_md5=not args.no_md5)
     ds = datasets.make_dataset(args.dataset, mnist, **dict(args.option))

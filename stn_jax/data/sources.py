@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stn_jax.data import idx
+from stn_jax.data import download, idx
 
 SOURCES = ("auto", "idx", "tfds", "download", "sample")
 ENV_DIR = "STN_JAX_MNIST_DIR"
@@ -204,7 +204,6 @@ def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = Non
         return load_tfds(data_dir=data_dir)
     if source == "sample":
         return load_sample()
-    from stn_jax.data import download  # noqa: PLC0415 (urllib only when needed)
     if source == "download":
         directory = download.download_mnist(cache_dir if cache_dir is not None else default_cache_dir())
         return dataclasses.replace(load_idx(directory), source="download")

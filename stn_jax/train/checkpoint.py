@@ -15,9 +15,16 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from stn_jax.train.steps import TrainState
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not match the model being restored."""
+
+
+def checkpoint_tree(state: TrainState, accum: dict[str, Any]) -> dict[str, Any]:
+    """The pytree a checkpoint's ``state`` item holds: ``{"params", "opt_state", "step", "accum"}``."""
+    return {"params": state.params, "opt_state": state.opt_state, "step": state.step, "accum": accum}
 
 
 class Checkpointer:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 import typing
 from typing import Any
 
-from stn_jax.train.config import (DATASETS, MNIST_SOURCES, MODELS, OPTIMIZERS, PADDING_MODES, SCHEDULES,
-                                  TRANSFORMS, TrainConfig)
+from stn_jax.train.checkpoint import CheckpointError
+from stn_jax.train.config import CHOICES, TrainConfig
+from stn_jax.train.evaluation import evaluate
+from stn_jax.train.loop import TrainingDiverged, train
 
-_CHOICES = {"dataset": DATASETS, "model": MODELS, "transform": TRANSFORMS, "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES, "data_source": MNIST_SOURCES, "padding_mode": PADDING_MODES}
 _METAVARS = {"steps": "N", "batch_size": "B", "lr": "LR", "data_dir": "DIR", "workdir": "DIR", "seed": "S"}
 EXIT_INVALID, EXIT_DIVERGED, EXIT_CHECKPOINT, EXIT_INTERRUPTED = 2, 3, 4, 130
 
@@ -45,9 +47,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=_CHOICES.get(field.name),
-                                metavar=_METAVARS.get(field.name, field.name.upper()) if field.name not in _CHOICES
-                                else None, help=help_text)
+            metavar = None if field.name in CHOICES else _METAVARS.get(field.name, field.name.upper())
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
+                                metavar=metavar, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -90,8 +92,6 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except (ValueError, TypeError) as err:
         return _error(str(err), EXIT_INVALID)
-    from stn_jax.train.checkpoint import CheckpointError
-    from stn_jax.train.loop import TrainingDiverged, train
     _sigterm_as_interrupt()
     try:
         results = train(config)
@@ -110,9 +110,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _sigterm_as_interrupt() -> None:
     """Treat SIGTERM (preemption, `kill`) like Ctrl-C: checkpoint, then exit."""
-    import signal
-    import threading
-
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     if threading.current_thread() is threading.main_thread():
@@ -136,8 +133,6 @@ def _print_summary(results: dict[str, Any], workdir: str) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from stn_jax.train.checkpoint import CheckpointError
-    from stn_jax.train.loop import evaluate
     try:
         out = evaluate(args.workdir, step=args.step, data_dir=args.data_dir)
     except ValueError as err:

@@ -13,13 +13,27 @@ import pathlib
 import tomllib
 from typing import Any
 
-DATASETS = ("r", "rts", "p", "e", "tc", "addition")
-MODELS = ("fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn")
-TRANSFORMS = ("affine", "projective", "tps", "attention")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("step", "cosine", "constant")
-MNIST_SOURCES = ("auto", "idx", "tfds", "download", "sample")
-PADDING_MODES = ("zeros", "border", "reflection")
+from stn_jax.data import DATASETS
+from stn_jax.data.sources import SOURCES as MNIST_SOURCES
+from stn_jax.models import MODEL_NAMES as MODELS
+from stn_jax.sampling import PADDING_MODES
+from stn_jax.train.optim import OPTIMIZERS, SCHEDULES
+from stn_jax.transforms import TRANSFORM_KINDS as TRANSFORMS
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "transform": TRANSFORMS,
+    "padding_mode": PADDING_MODES,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "data_source": MNIST_SOURCES,
+}
+"""Option name -> its allowed values, each the tuple of the module that owns the concept:
+:data:`stn_jax.data.DATASETS`, :data:`stn_jax.models.MODEL_NAMES`,
+:data:`stn_jax.transforms.TRANSFORM_KINDS`, :data:`stn_jax.sampling.PADDING_MODES`, the MNIST
+sources of :func:`stn_jax.data.load_mnist`, :data:`stn_jax.train.optim.OPTIMIZERS` and
+:data:`~stn_jax.train.optim.SCHEDULES`. :meth:`TrainConfig.validate` checks them in this order."""
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -41,13 +55,13 @@ class TrainConfig:
     """
 
     # what to train
-    dataset: str = _opt("rts", 'Distorted-MNIST variant: one of r, rts, p, e, tc, addition.')
-    model: str = _opt("st-cnn", 'Classifier: fcn, cnn, st-fcn, st-cnn or 2st-fcn (addition only).')
-    transform: str = _opt("affine", 'Spatial transformer parameterisation: affine, projective, tps or attention (ignored by fcn/cnn).')
+    dataset: str = _opt("rts", f'Distorted-MNIST variant: one of {", ".join(DATASETS)}.')
+    model: str = _opt("st-cnn", f'Classifier: one of {", ".join(MODELS)} (2st-fcn: addition only).')
+    transform: str = _opt("affine", f'Spatial transformer parameterisation: one of {", ".join(TRANSFORMS)} (ignored by fcn/cnn).')
     st_pool: int = _opt(0, "Average-pooling factor after the spatial transformer (0: the dataset's, the paper's 2x on RTS/TC/addition and none on R/P/E; 1: none, so the classifier sees the transformer's output at full resolution).")
-    padding_mode: str = _opt("zeros", "Spatial transformers' padding outside the input: zeros (the paper's), border or reflection (ignored by fcn/cnn).")
+    padding_mode: str = _opt("zeros", f"Spatial transformers' padding outside the input: one of {', '.join(PADDING_MODES)}; zeros is the paper's (ignored by fcn/cnn).")
     # data
-    data_source: str = _opt("auto", 'MNIST source for stn_jax.data.load_mnist: auto, idx, tfds, download or sample.')
+    data_source: str = _opt("auto", f'MNIST source for stn_jax.data.load_mnist: one of {", ".join(MNIST_SOURCES)}.')
     data_dir: str | None = _opt(None, "Directory holding the four MNIST IDX files (implies data_source='idx' when source is auto).")
     validation_size: int | None = _opt(None, 'Training digits held out for validation curves (default: the data layer\'s, 5,000 for full MNIST, 10% of smaller sources).')
     fixed_train: bool = _opt(False, 'Draw training batches from a fixed pre-generated set instead of fresh distortions.')
@@ -113,13 +127,8 @@ class TrainConfig:
 
     def validate(self, *, device_count: int | None = None) -> "TrainConfig":
         """Check every option; returns self, raises ValueError naming the problem."""
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("transform", self.transform, TRANSFORMS)
-        _choice("padding_mode", self.padding_mode, PADDING_MODES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("data_source", self.data_source, MNIST_SOURCES)
+        for name, choices in CHOICES.items():
+            _choice(name, getattr(self, name), choices)
         if self.model == "2st-fcn" and self.dataset != "addition":
             raise ValueError(f"model '2st-fcn' needs dataset 'addition' (two input channels), got '{self.dataset}'")
         for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",

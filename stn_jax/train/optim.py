@@ -9,18 +9,39 @@ use ``loc_lr_mult * lr``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from stn_jax.train.config import TrainConfig
+from stn_jax.models import is_localization_path
+
+OPTIMIZERS = ("sgd", "adam")
+"""Base optimisers of :func:`make_optimizer`: SGD with (optional) momentum, or Adam."""
+SCHEDULES = ("step", "cosine", "constant")
+"""Learning-rate schedules of :func:`make_schedule`."""
 
 PathPredicate = Callable[[tuple[str, ...]], bool]
 
 
-def make_schedule(config: TrainConfig) -> optax.Schedule:
+class OptimizerOptions(Protocol):
+    """The options :func:`make_schedule` and :func:`make_optimizer` read (a
+    :class:`stn_jax.train.TrainConfig` has them all)."""
+
+    optimizer: str
+    lr: float
+    momentum: float
+    schedule: str
+    steps: int
+    decay_steps: int
+    decay_factor: float
+    warmup_steps: int
+    loc_lr_mult: float
+    clip_norm: float
+    weight_decay: float
+
+
+def make_schedule(config: OptimizerOptions) -> optax.Schedule:
     """Learning rate as a function of the optimisation step.
 
     step:     ``lr * decay_factor ** floor(step / decay_steps)`` (the paper's schedule).
@@ -38,7 +59,7 @@ def make_schedule(config: TrainConfig) -> optax.Schedule:
         return optax.cosine_decay_schedule(config.lr, decay_steps=config.steps)
     if config.schedule == "constant":
         return optax.constant_schedule(config.lr)
-    raise ValueError(f"schedule must be step, cosine or constant; got {config.schedule!r}")
+    raise ValueError(f"schedule must be {_one_of(SCHEDULES)}; got {config.schedule!r}")
 
 
 def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
@@ -60,11 +81,11 @@ def localization_mask(params: Any, is_localization: PathPredicate) -> Any:
 
 
 def default_is_localization() -> PathPredicate:
-    from stn_jax.models import is_localization_path  # the zoo's definition
+    """The zoo's localization-path predicate, :func:`stn_jax.models.is_localization_path`."""
     return is_localization_path
 
 
-def make_optimizer(config: TrainConfig, params: Any, *,
+def make_optimizer(config: OptimizerOptions, params: Any, *,
                    is_localization: PathPredicate | None = None) -> optax.GradientTransformation:
     """The optax transformation for `config`, specialised to the structure of `params`.
 
@@ -84,7 +105,7 @@ def make_optimizer(config: TrainConfig, params: Any, *,
     elif config.optimizer == "adam":
         parts.append(optax.scale_by_adam())
     else:
-        raise ValueError(f"optimizer must be sgd or adam; got {config.optimizer!r}")
+        raise ValueError(f"optimizer must be {_one_of(OPTIMIZERS)}; got {config.optimizer!r}")
     if config.weight_decay > 0:
         parts.append(optax.add_decayed_weights(config.weight_decay))
     parts.append(optax.scale_by_learning_rate(make_schedule(config)))
@@ -95,3 +116,7 @@ def make_optimizer(config: TrainConfig, params: Any, *,
         parts.append(optax.masked(optax.scale(mult), mask))
     return optax.chain(*parts)
 
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    """``"a, b or c"``."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"

@@ -1,7 +1,9 @@
 """Data parallelism over a device mesh (``jax.make_mesh`` + ``NamedSharding`` + ``jit``).
 
-The mesh has one axis, ``"data"``, over every device of every host. Batches are sharded along
-their leading axis; the train state is replicated. Under ``jit`` XLA inserts the gradient
+The mesh (:func:`stn_jax.sharding.make_mesh`) has one axis, :data:`stn_jax.sharding.DATA_AXIS`,
+over every device of every host. Batches are sharded along their leading axis; the train
+state is replicated. The mesh and sharding helpers live in :mod:`stn_jax.sharding` and are
+re-exported here. Under ``jit`` XLA inserts the gradient
 all-reduce, so the data-parallel step computes exactly the single-device step on the global
 batch (up to float summation order). ``jax.pmap`` is not used.
 
@@ -18,12 +20,20 @@ import os
 from typing import Any, Callable
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from stn_jax.sharding import DATA_AXIS
+from stn_jax.sharding import batch_sharding
+from stn_jax.sharding import constrain_batch
+from stn_jax.sharding import make_mesh
+from stn_jax.sharding import put_global_batch
+from stn_jax.sharding import replicate
+from stn_jax.sharding import replicated
 from stn_jax.train.config import check_divisible
 
-DATA_AXIS = "data"
+__all__ = ["DATA_AXIS", "batch_sharding", "check_batch", "cluster_detected", "constrain_batch",
+           "data_parallel", "make_mesh", "maybe_initialize_distributed", "put_global_batch",
+           "replicate", "replicated"]
 
 _CLUSTER_ENV = (
     "JAX_COORDINATOR_ADDRESS",    # explicit jax.distributed settings
@@ -35,7 +45,7 @@ _CLUSTER_ENV = (
 _initialized = False
 
 
-def cluster_detected(environ: dict[str, str] | None = None) -> bool:
+def cluster_detected(*, environ: dict[str, str] | None = None) -> bool:
     """True when the environment describes a multi-process job jax can auto-configure."""
     env = os.environ if environ is None else environ
     if any(env.get(name) for name in _CLUSTER_ENV):
@@ -56,52 +66,15 @@ def maybe_initialize_distributed() -> bool:
     return True
 
 
-def make_mesh(devices: list[Any] | None = None) -> Mesh:
-    """A 1-D mesh named ``"data"`` over `devices` (default: every device of every host)."""
-    devices = list(jax.devices() if devices is None else devices)
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices)
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
-
-
 def check_batch(batch_size: int, mesh: Mesh, *, name: str = "batch_size") -> None:
     """Raise ValueError unless `batch_size` divides evenly over the mesh's devices."""
     check_divisible(name, batch_size, mesh.devices.size)
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Put every array of `tree` on all devices of `mesh` (identical copies)."""
-    return jax.device_put(tree, replicated(mesh))
-
-
-def put_global_batch(arrays: Any, mesh: Mesh) -> Any:
-    """Place host arrays (this process's rows) on the mesh sharded along axis 0.
-
-    Single process: `arrays` is the whole global batch. Multi-process: each process passes
-    its own contiguous slice and the result is the concatenated global array.
-    """
-    sharding = batch_sharding(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(arrays, sharding)
-    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), arrays)
-
-
 def data_parallel(fn: Callable[..., Any], mesh: Mesh, *, batch_argnums: tuple[int, ...],
                   num_args: int, donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
-    """``jax.jit`` of `fn` with arguments in `batch_argnums` sharded on ``"data"`` and every
-    other argument and every output replicated."""
+    """``jax.jit`` of `fn` with arguments in `batch_argnums` split along their leading axis over
+    the mesh's batch axis and every other argument and every output replicated."""
     rep, data = replicated(mesh), batch_sharding(mesh)
     in_shardings = tuple(data if i in batch_argnums else rep for i in range(num_args))
     return jax.jit(fn, in_shardings=in_shardings, out_shardings=rep, donate_argnums=donate_argnums)
-
-
-def constrain_batch(tree: Any, mesh: Mesh) -> Any:
-    """Inside jit: ask XLA to shard `tree`'s arrays along their leading axis."""
-    return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))

@@ -10,11 +10,17 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
 TrainState = train_state.TrainState
 PenaltyFn = Callable[[Any], jax.Array]
+Accumulators = dict[str, jax.Array]
+
+ACCUMULATOR_SUMS = ("loss", "ce", "correct", "count", "grad_norm", "steps", "bad")
+"""Running sums kept between two log lines (see :func:`accumulate`); with ``first_bad`` they
+form the ``accum`` entry of a checkpoint."""
 
 
 def create_state(model: Any, params: Any, tx: optax.GradientTransformation) -> TrainState:
@@ -101,3 +107,31 @@ def global_norm(tree: Any) -> jax.Array:
     """sqrt of the sum of squares of every leaf (float32 scalar)."""
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)) if leaves else jnp.zeros(())
+
+
+def init_accumulators() -> dict[str, np.ndarray]:
+    """Fresh metric accumulators: float32 scalar zeros, and ``first_bad = -1`` (none yet)."""
+    accum = {name: np.zeros((), np.float32) for name in ACCUMULATOR_SUMS}
+    accum["first_bad"] = np.full((), -1.0, np.float32)
+    return accum
+
+
+def accumulate(accum: Accumulators, metrics: dict[str, jax.Array], step: jax.Array) -> Accumulators:
+    """Add the metrics of :func:`train_step` at `step` to the running sums `accum`.
+
+    A finite step adds its ``loss``, ``ce``, ``correct``, ``count`` and ``grad_norm`` and one
+    to ``steps``; a non-finite step adds one to ``bad`` only, and the first such step number is
+    kept in ``first_bad`` (float32; -1 while every step was finite).
+    """
+    ok = metrics["finite"]
+    okf = ok.astype(jnp.float32)
+    return {
+        "loss": accum["loss"] + jnp.where(ok, metrics["loss"], 0.0),
+        "ce": accum["ce"] + jnp.where(ok, metrics["ce"], 0.0),
+        "correct": accum["correct"] + jnp.where(ok, metrics["correct"], 0.0),
+        "count": accum["count"] + okf * metrics["count"],
+        "grad_norm": accum["grad_norm"] + jnp.where(ok, metrics["grad_norm"], 0.0),
+        "steps": accum["steps"] + okf,
+        "bad": accum["bad"] + (1.0 - okf),
+        "first_bad": jnp.where(~ok & (accum["first_bad"] < 0), step.astype(jnp.float32), accum["first_bad"]),
+    }

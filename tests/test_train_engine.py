@@ -58,7 +58,7 @@ def test_localization_lr_multiplier_scales_only_localization_updates():
     mask = localization_mask(s1.params, is_loc)
     flat_mask = jax.tree_util.tree_leaves(mask)
     assert any(flat_mask) and not all(flat_mask)
-    for m, a, b in zip(flat_mask, jax.tree_util.tree_leaves(d1), jax.tree_util.tree_leaves(d2)):
+    for m, a, b in zip(flat_mask, jax.tree_util.tree_leaves(d1), jax.tree_util.tree_leaves(d2), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a) * (0.1 if m else 1.0), rtol=1e-5, atol=1e-7)
 
 
@@ -123,7 +123,7 @@ def test_nonfinite_step_leaves_state_unchanged():
     new_state, metrics = jax.jit(train_step)(state, bad, labels, jax.random.PRNGKey(0))
     assert not bool(metrics["finite"])
     assert int(new_state.step) == 0
-    for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(state.params)):
+    for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(state.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -142,7 +142,7 @@ def test_data_parallel_step_equals_single_device_step():
         assert len(xs.sharding.device_set) == 8
         s_dp, m_dp = dp(s_dp, xs, ys, key)
     assert float(m_dp["loss"]) == pytest.approx(float(m_single["loss"]), rel=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(s_dp.params), jax.tree_util.tree_leaves(s_single.params)):
+    for a, b in zip(jax.tree_util.tree_leaves(s_dp.params), jax.tree_util.tree_leaves(s_single.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 

@@ -90,7 +90,7 @@ def test_crash_then_resume_reproduces_uninterrupted_metrics(reference_run, tmp_p
     a, b = load_run(tmp_path, model=TinySTN(), input_shape=SHAPE, num_classes=CLASSES), \
         load_run(ref_dir, model=TinySTN(), input_shape=SHAPE, num_classes=CLASSES)
     assert a.step == b.step == 12
-    for x, y in zip(jax.tree_util.tree_leaves(a.variables), jax.tree_util.tree_leaves(b.variables)):
+    for x, y in zip(jax.tree_util.tree_leaves(a.variables), jax.tree_util.tree_leaves(b.variables), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 

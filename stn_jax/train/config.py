@@ -92,7 +92,7 @@ class TrainConfig:
     figures: bool = _opt(True, 'Write figures (learning curves, transformer panel) at the end.')
 
     # ------------------------------------------------------------------ helpers
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (unknown names raise TypeError)."""
         return dataclasses.replace(self, **changes)
 
@@ -109,7 +109,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys raise ValueError naming them."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
@@ -118,14 +118,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items()})
 
     @classmethod
-    def from_file(cls, path: str | pathlib.Path, **overrides: Any) -> "TrainConfig":
+    def from_file(cls, path: str | pathlib.Path, **overrides: Any) -> TrainConfig:
         """Read a JSON (``.json``) or TOML (``.toml``) file of options, then apply `overrides`.
 
         A TOML file may hold the options at top level or under a ``[train]`` table.
         """
         return cls.from_dict({**load_config_file(path), **overrides})
 
-    def validate(self, *, device_count: int | None = None) -> "TrainConfig":
+    def validate(self, *, device_count: int | None = None) -> TrainConfig:
         """Check every option; returns self, raises ValueError naming the problem."""
         for name, choices in CHOICES.items():
             _choice(name, getattr(self, name), choices)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +140,7 @@ def _init_params(model: Any, input_shape: Sequence[int], key: jax.Array, mesh: j
 
 
 def _restore_or_start(config: TrainConfig, mesh: jax.sharding.Mesh, model: Any, dataset: Any,
-                      info: dict[str, Any], *, is_localization: PathPredicate | None) -> "_Run":
+                      info: dict[str, Any], *, is_localization: PathPredicate | None) -> _Run:
     """A run at step 0, or at the latest checkpoint's step when `config.resume` finds one.
 
     Creates the workdir (with ``figures/``), writes ``config.json``; a fresh start deletes an

@@ -9,7 +9,8 @@ use ``loc_lr_mult * lr``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import jax
 import optax

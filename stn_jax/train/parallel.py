@@ -17,18 +17,21 @@ jitted step are produced shard-by-shard where they are consumed.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 from jax.sharding import Mesh
 
-from stn_jax.sharding import DATA_AXIS
-from stn_jax.sharding import batch_sharding
-from stn_jax.sharding import constrain_batch
-from stn_jax.sharding import make_mesh
-from stn_jax.sharding import put_global_batch
-from stn_jax.sharding import replicate
-from stn_jax.sharding import replicated
+from stn_jax.sharding import (
+    DATA_AXIS,
+    batch_sharding,
+    constrain_batch,
+    make_mesh,
+    put_global_batch,
+    replicate,
+    replicated,
+)
 from stn_jax.train.config import check_divisible
 
 __all__ = ["DATA_AXIS", "batch_sharding", "check_batch", "cluster_detected", "constrain_batch",

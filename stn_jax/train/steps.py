@@ -6,7 +6,8 @@ jits them over a device mesh. Labels are int32 class indices; images float32 (N,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -7,14 +7,19 @@
 >>> variables = st.init(jax.random.key(0), x)
 >>> y = st.apply(variables, x)                                # fresh module: y == x
 
+These modules only create the learned layers; the forward pass after the regression layer is
+:mod:`stn_jax.pipeline`, shared with :mod:`stn_jax.nnx`.
+
 Parameter access (for visualisation and regularisation): ``__call__(x, return_params=True)``
 returns ``(warped, params)`` with ``params`` of shape (N, P) in the kind's parameterisation
 (:mod:`stn_jax.transforms`). In every call the module also *sows*, into the
 ``"intermediates"`` collection, ``"transform_params"`` (N, P) and ``"transform_deviation"``
-(N, P) = params - initial params (what :func:`stn_jax.models.transform_penalty` reads); and,
-only when the ``"stn_inspect"`` collection is mutable, a dict with the grid and the warped
-output under the name ``"transform:<kind>"`` (used by :func:`stn_jax.models.inspect_transformers`).
-Sowing is free unless the caller asks for the collection with ``mutable=[...]``.
+(N, P) = params - initial params (what :func:`transform_penalty` reads); and, only when the
+``"stn_inspect"`` collection is mutable, a dict with ``"params"``, the ``"grid"``
+(N, Ho, Wo, 2) and the ``"warped"`` output (N, Ho, Wo, C) under the name
+``"transform:<kind>"`` (used by :func:`stn_jax.models.inspect_transformers`; read it with
+:func:`stn_jax.pipeline.collect_inspections`). Sowing is free unless the caller asks for the
+collection with ``mutable=[...]``.
 
 Submodule names: the localization net is ``localization`` and the regression layer is
 ``regression`` (parallel heads: ``head_<i>/...``; series stages: ``stage_<i>/...``), so an
@@ -31,7 +36,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import localization as core
+from stn_jax import pipeline
+from stn_jax.pipeline import TransformerConfig, transform_penalty
 from stn_jax.transforms import Transform
+
+__all__ = [
+    "LocalizationCNN",
+    "LocalizationMLP",
+    "ParallelSpatialTransformers",
+    "SeriesSpatialTransformers",
+    "SpatialTransformer",
+    "transform_penalty",
+]
 
 Dtype = Any
 
@@ -101,15 +117,18 @@ def _build(factory: Callable[[], nn.Module] | None) -> nn.Module | None:
     return module.clone(parent=None)
 
 
+def _regression(config: TransformerConfig, dtype: Dtype | None, param_dtype: Dtype) -> nn.Dense:
+    """The regression layer, features (N, F) -> raw parameters (N, P): zero kernel and the
+    bias that yields the starting parameters."""
+    bias = np.asarray(config.raw_bias)
+    return nn.Dense(config.transform.num_params, dtype=dtype, param_dtype=param_dtype,
+                    kernel_init=nn.initializers.zeros,
+                    bias_init=lambda *_: jnp.asarray(bias, param_dtype), name="regression")
+
+
 def _inspecting(module: nn.Module) -> bool:
-    return module.is_mutable_collection("stn_inspect") and not module.is_initializing()
-
-
-def _sow_inspect(module: nn.Module, kind: str, params: jax.Array, grid: jax.Array,
-                 warped: jax.Array) -> None:
-    if _inspecting(module):
-        module.sow("stn_inspect", f"transform:{kind}",
-                   {"params": params, "grid": grid, "warped": warped})
+    """Whether the caller asked for the ``"stn_inspect"`` collection (never during init)."""
+    return module.is_mutable_collection(pipeline.INSPECT) and not module.is_initializing()
 
 
 class SpatialTransformer(nn.Module):
@@ -147,36 +166,20 @@ class SpatialTransformer(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
-    def _kind(self) -> Transform:
-        return core.resolve_transform(self.transform, num_control_points=self.num_control_points)
-
     @nn.compact
     def __call__(self, x: jax.Array, *, return_params: bool = False
                  ) -> jax.Array | tuple[jax.Array, jax.Array]:
-        transform = self._kind()
-        core.check_bound(self.bound)
-        size = core.check_output_size(self.output_size)
-        init = core.initial_params(transform, self.initial_params)
-        raw_bias = core.unconstrain(init, transform, self.bound)
+        config = TransformerConfig.create(
+            self.transform, num_control_points=self.num_control_points,
+            output_size=self.output_size, mode=self.mode, padding_mode=self.padding_mode,
+            align_corners=self.align_corners, bound=self.bound, initial_params=self.initial_params)
         loc = self.localization
         if loc is None:
             loc = LocalizationMLP(dtype=self.dtype, param_dtype=self.param_dtype,
                                   name="localization")
-        features = loc(x)
-        raw = nn.Dense(transform.num_params, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=nn.initializers.zeros,
-                       bias_init=lambda *_: jnp.asarray(raw_bias, self.param_dtype),
-                       name="regression")(features)
-        params = core.constrain(raw, transform, self.bound)
-        self.sow("intermediates", "transform_params", params)
-        self.sow("intermediates", "transform_deviation", params - jnp.asarray(init))
-        opts = dict(output_size=size, mode=self.mode, padding_mode=self.padding_mode,
-                    align_corners=self.align_corners)
-        if _inspecting(self):
-            out, grid = core.apply_transform(x, params, transform, return_grid=True, **opts)
-            _sow_inspect(self, transform.kind, params, grid, out)
-        else:
-            out = core.apply_transform(x, params, transform, **opts)
+        raw = _regression(config, self.dtype, self.param_dtype)(loc(x))
+        out, params = pipeline.transformer_forward(config, x, raw, sow=self.sow,
+                                                   inspect=_inspecting(self))
         return (out, params) if return_params else out
 
 
@@ -217,29 +220,35 @@ class ParallelSpatialTransformers(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, return_params: bool = False):
+    def __call__(self, x: jax.Array, *, return_params: bool = False
+                 ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
         transform = core.resolve_transform(self.transform,
                                            num_control_points=self.num_control_points)
-        if self.initial_params is None:
-            init = core.spread_initial_params(transform, self.num_heads, scale=self.initial_scale)
-        else:
-            init = np.asarray(self.initial_params, np.float32)
-            if init.shape != (self.num_heads, transform.num_params):
-                raise ValueError(f"initial_params must have shape ({self.num_heads}, "
-                                 f"{transform.num_params}); got {init.shape}")
-        outs, params = [], []
-        for i in range(self.num_heads):
-            loc = _build(self.localization)
-            head = SpatialTransformer(
-                transform=transform, localization=loc, output_size=self.output_size,
-                mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners,
-                bound=self.bound, initial_params=tuple(float(v) for v in init[i]),
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"head_{i}")
-            out, p = head(x, return_params=True)
-            outs.append(out)
-            params.append(p)
-        out = jnp.concatenate(outs, axis=-1)
+        init = pipeline.head_initial_params(transform, self.num_heads,
+                                            initial_params=self.initial_params,
+                                            scale=self.initial_scale)
+        heads = [SpatialTransformer(
+            transform=transform, localization=_build(self.localization),
+            output_size=self.output_size, mode=self.mode, padding_mode=self.padding_mode,
+            align_corners=self.align_corners, bound=self.bound,
+            initial_params=tuple(float(v) for v in init[i]), dtype=self.dtype,
+            param_dtype=self.param_dtype, name=f"head_{i}") for i in range(self.num_heads)]
+        out, params = pipeline.parallel_forward(
+            x, [lambda x, head=head: head(x, return_params=True) for head in heads])
         return (out, params) if return_params else out
+
+
+class _Stage(nn.Module):
+    """Localization + regression of one series stage: (N, H, W, C) -> raw (N, P)."""
+
+    localization: nn.Module
+    config: TransformerConfig
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _regression(self.config, self.dtype, self.param_dtype)(self.localization(x))
 
 
 class SeriesSpatialTransformers(nn.Module):
@@ -249,8 +258,9 @@ class SeriesSpatialTransformers(nn.Module):
 
     Stage i's localization net sees the input warped by the composition of stages 0..i-1
     (a same-size intermediate used only for localization); the final output samples the
-    original input with the composition of all stages. Kinds with a matrix only (affine kinds
-    and ``projective``).
+    original input with the composition of all stages (:func:`stn_jax.pipeline.series_forward`).
+    Kinds with a matrix only (affine kinds and ``projective``); every stage starts at the
+    identity.
 
     Attributes:
       num_stages: number of stages.
@@ -260,8 +270,10 @@ class SeriesSpatialTransformers(nn.Module):
       output_size, mode, padding_mode, align_corners, bound, dtype, param_dtype: as in
         :class:`SpatialTransformer`.
 
-    Call: ``(x, *, return_params=False)`` -> (N, Ho, Wo, C), and with ``return_params`` the
-    composed (N, 3, 3) homogeneous matrix.
+    Call: ``(x, *, return_params=False)``: x (N, H, W, C) -> (N, Ho, Wo, C), and with
+    ``return_params`` the composed (N, 3, 3) homogeneous matrix. Sows each stage's
+    parameters into ``"intermediates"`` and, on request, one ``"stn_inspect"`` record of the
+    composed transform (kind ``affine`` or ``projective``).
     """
 
     num_stages: int = 2
@@ -276,79 +288,17 @@ class SeriesSpatialTransformers(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, return_params: bool = False):
-        transform = core.resolve_transform(self.transform)
-        core.check_bound(self.bound)
-        size = core.check_output_size(self.output_size)
-        if self.num_stages < 1:
-            raise ValueError(f"num_stages must be >= 1; got {self.num_stages}")
-        core.compose_params_matrix(transform, jnp.asarray(transform.identity)[None])  # kind check
-        init = core.initial_params(transform)
-        raw_bias = core.unconstrain(init, transform, self.bound)
-        total = jnp.broadcast_to(jnp.eye(3, dtype=jnp.float32), (x.shape[0], 3, 3))
-        opts = dict(mode=self.mode, padding_mode=self.padding_mode,
-                    align_corners=self.align_corners)
-        current = x
-        for i in range(self.num_stages):
-            loc = _build(self.localization) or LocalizationMLP(
-                dtype=self.dtype, param_dtype=self.param_dtype, parent=None)
-            stage = _Stage(localization=loc, num_params=transform.num_params, raw_bias=raw_bias,
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=f"stage_{i}")
-            params = core.constrain(stage(current), transform, self.bound)
-            self.sow("intermediates", "transform_params", params)
-            self.sow("intermediates", "transform_deviation", params - jnp.asarray(init))
-            total = total @ core.compose_params_matrix(transform, params)
-            if i + 1 < self.num_stages:
-                current = _warp_matrix(x, total, transform, None, **opts)
-        out = _warp_matrix(x, total, transform, size, **opts)
-        if _inspecting(self):
-            from stn_jax.grids import projective_grid
-            grid = projective_grid(total, out.shape[1:3], align_corners=self.align_corners)
-            _sow_inspect(self, "projective" if transform.kind == "projective" else "affine",
-                         total.reshape(total.shape[0], 9)[:, :8] if transform.kind == "projective"
-                         else total[:, :2, :].reshape(total.shape[0], 6), grid, out)
+    def __call__(self, x: jax.Array, *, return_params: bool = False
+                 ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        config = TransformerConfig.create(
+            self.transform, output_size=self.output_size, mode=self.mode,
+            padding_mode=self.padding_mode, align_corners=self.align_corners, bound=self.bound)
+        pipeline.check_series(config.transform, self.num_stages)
+        stages = [_Stage(
+            localization=_build(self.localization) or LocalizationMLP(
+                dtype=self.dtype, param_dtype=self.param_dtype, parent=None),
+            config=config, dtype=self.dtype, param_dtype=self.param_dtype, name=f"stage_{i}")
+            for i in range(self.num_stages)]
+        out, total = pipeline.series_forward(config, x, stages, sow=self.sow,
+                                             inspect=_inspecting(self))
         return (out, total) if return_params else out
-
-
-def _warp_matrix(x, total, transform, size, **opts):
-    if transform.kind == "projective":
-        return core.warp_homogeneous(x, total, output_size=size, **opts)
-    from stn_jax.warping import warp
-    return warp(x, total[:, :2, :], size, **opts)
-
-
-class _Stage(nn.Module):
-    """Localization + regression of one series stage (raw parameters out)."""
-
-    localization: nn.Module
-    num_params: int
-    raw_bias: Any
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        features = self.localization(x)
-        bias = np.asarray(self.raw_bias)
-        return nn.Dense(self.num_params, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=nn.initializers.zeros,
-                        bias_init=lambda *_: jnp.asarray(bias, self.param_dtype),
-                        name="regression")(features)
-
-
-def transform_penalty(intermediates: Any) -> jax.Array:
-    """Sum over transformers of mean((params - initial)^2), from a sown ``intermediates`` tree.
-
-    Args:
-      intermediates: the ``"intermediates"`` collection returned by
-        ``apply(..., mutable=["intermediates"])`` (the whole dict or that collection).
-
-    Returns:
-      float32 scalar (0 when the tree holds no transformer).
-    """
-    total = jnp.zeros((), jnp.float32)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
-        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-        if "transform_deviation" in names:
-            total = total + jnp.mean(jnp.square(jnp.asarray(leaf, jnp.float32)))
-    return total

@@ -15,6 +15,9 @@ identically:
   :func:`stn_jax.warp` path);
 - :func:`identity_penalty` is the regulariser toward the initial parameters.
 
+:mod:`stn_jax.pipeline` chains these into the forward pass (and decides what it records) for
+both Flax APIs.
+
 Parameters always use the conventions of :mod:`stn_jax.transforms` (normalised coordinates,
 output -> source).
 """
@@ -32,6 +35,22 @@ from jax.typing import ArrayLike
 from stn_jax import _bilinear, sampling, separable
 from stn_jax.transforms import Transform, get_transform
 from stn_jax.warping import warp
+
+__all__ = [
+    "AXIS_ALIGNED_KINDS",
+    "BOUNDS",
+    "apply_transform",
+    "check_bound",
+    "check_output_size",
+    "compose_params_matrix",
+    "constrain",
+    "identity_penalty",
+    "initial_params",
+    "resolve_transform",
+    "spread_initial_params",
+    "unconstrain",
+    "warp_homogeneous",
+]
 
 BOUNDS = (None, "tanh")
 """Accepted values of the ``bound`` option."""

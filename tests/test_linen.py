@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import stn_jax
 from stn_jax import linen as stn
 from stn_jax import localization as core
+from stn_jax import pipeline
 
 KINDS = ("translation", "attention", "similarity", "affine", "projective", "tps")
 
@@ -47,7 +48,7 @@ def test_output_size_and_initial_params():
                                     initial_params=(0.5, 0.5, -0.5))
     variables = module.init(jax.random.key(0), x)
     y = module.apply(variables, x)
-    expected = stn_jax.warp(x, jnp.asarray([[[0.5, 0, 0.5], [0, 0.5, -0.5]]] * 2), (8, 8))
+    expected = stn_jax.warp(x, jnp.asarray([[[0.5, 0, 0.5], [0, 0.5, -0.5]]] * 2), size=(8, 8))
     np.testing.assert_allclose(y, expected, atol=1e-6)
 
 
@@ -170,6 +171,22 @@ def test_inspect_collection_only_when_requested():
     (entry,) = state["stn_inspect"]["transform:tps"]
     assert entry["grid"].shape == (2, 12, 12, 2) and entry["params"].shape == (2, 8)
     np.testing.assert_allclose(entry["grid"][0], stn_jax.identity_grid((12, 12)), atol=1e-6)
+
+
+def test_series_inspection_records_the_composed_transform():
+    x = _image((2, 16, 16, 1))
+    module = stn.SeriesSpatialTransformers(num_stages=2, transform="affine", output_size=(8, 8))
+    variables = module.init(jax.random.key(0), x)
+    assert "stn_inspect" not in variables
+    variables["params"]["stage_0"]["regression"]["bias"] = jnp.array([0.6, 0.0, 0.3, 0.0, 0.6, 0.0])
+    variables["params"]["stage_1"]["regression"]["bias"] = jnp.array([0.8, 0.1, -0.4, -0.1, 0.8, 0.2])
+    (y, total), state = module.apply(variables, x, return_params=True, mutable=["stn_inspect"])
+    (entry,) = pipeline.collect_inspections(state["stn_inspect"])
+    assert entry["kind"] == "affine" and entry["grid"].shape == (2, 8, 8, 2)
+    np.testing.assert_array_equal(entry["params"], total[:, :2, :].reshape(2, 6))
+    np.testing.assert_array_equal(entry["warped"], y)
+    np.testing.assert_allclose(entry["grid"], stn_jax.affine_grid(total[:, :2, :], (8, 8)),
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, match", [

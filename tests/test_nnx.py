@@ -1,4 +1,7 @@
-"""NNX SpatialTransformer: identity at init, parity with Linen, gradients, dtypes, errors."""
+"""NNX transformers: identity at init, bit-parity with Linen (outputs, series, inspection),
+gradients, dtypes, errors."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,7 @@ from flax import nnx
 import stn_jax
 from stn_jax import linen as stn_linen
 from stn_jax import nnx as stn
+from stn_jax import pipeline
 from stn_jax.models import transform_penalty
 
 KINDS = ("translation", "attention", "similarity", "affine", "projective", "tps")
@@ -159,3 +163,136 @@ def test_custom_localization_feature_count_is_inferred():
 def test_bad_configuration_raises(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         stn.SpatialTransformer(*args, rngs=nnx.Rngs(0), **kwargs)
+
+
+def _linen_and_nnx_series(kind, loc, bound, output_size=None):
+    x = _image((2, 12, 12, 2))
+    opts = dict(bound=bound, padding_mode="border", output_size=output_size)
+    lmod = stn_linen.SeriesSpatialTransformers(
+        num_stages=3, transform=kind, **opts,
+        localization=(functools.partial(stn_linen.LocalizationCNN, features=(4, 4), hidden=8)
+                      if loc == "cnn" else None))
+    nmod = stn.SeriesSpatialTransformers(
+        (12, 12, 2), num_stages=3, transform=kind, rngs=nnx.Rngs(0), **opts,
+        localization=((lambda shape, rngs: stn.LocalizationCNN(shape, features=(4, 4), hidden=8,
+                                                               rngs=rngs))
+                      if loc == "cnn" else None))
+    variables = _perturbed_linen(lmod, x)
+    stn.load_linen_params(nmod, variables["params"])
+    return x, lmod, variables, nmod
+
+
+@pytest.mark.parametrize("kind, loc, bound, output_size", [
+    ("affine", "mlp", None, None), ("projective", "cnn", "tanh", (8, 10)),
+    ("similarity", "mlp", "tanh", (6, 6))])
+def test_series_linen_and_nnx_give_identical_outputs(kind, loc, bound, output_size):
+    x, lmod, variables, nmod = _linen_and_nnx_series(kind, loc, bound, output_size)
+    (ly, ltotal), lstate = lmod.apply(variables, x, return_params=True, mutable=["intermediates"])
+    ny, ntotal = nmod(x, return_params=True)
+    assert ly.shape == (2, *(output_size or (12, 12)), 2)
+    assert float(jnp.abs(ltotal - jnp.eye(3)).max()) > 1e-3  # the perturbation moved the warp
+    np.testing.assert_array_equal(np.asarray(ly), np.asarray(ny))
+    np.testing.assert_array_equal(np.asarray(ltotal), np.asarray(ntotal))
+    _, inter = nnx.capture(nmod, nnx.Intermediate)(x)
+    inter = nnx.to_pure_dict(inter)
+    for name in ("transform_params", "transform_deviation"):
+        assert len(lstate["intermediates"][name]) == len(inter[name]) == 3
+        for lv, nv in zip(lstate["intermediates"][name], inter[name]):
+            np.testing.assert_array_equal(np.asarray(lv), np.asarray(nv))
+    assert float(transform_penalty(inter)) == float(transform_penalty(lstate)) > 0
+
+
+def test_fresh_series_is_identity():
+    x = _image()
+    module = stn.SeriesSpatialTransformers((12, 12, 3), num_stages=2, transform="affine",
+                                           rngs=nnx.Rngs(0))
+    y, total = module(x, return_params=True)
+    np.testing.assert_allclose(y, x, atol=1e-5)
+    np.testing.assert_array_equal(total, np.broadcast_to(np.eye(3), (2, 3, 3)))
+    _, inter = nnx.capture(module, nnx.Intermediate)(x)
+    inter = nnx.to_pure_dict(inter)
+    assert len(inter["transform_params"]) == 2 and float(transform_penalty(inter)) == 0.0
+
+
+def _linen_records(lmod, variables, x):
+    out, state = lmod.apply(variables, x, mutable=["stn_inspect"])
+    return out, pipeline.collect_inspections(state["stn_inspect"])
+
+
+def _assert_same_records(lrecords, nrecords):
+    assert [r["kind"] for r in lrecords] == [r["kind"] for r in nrecords]
+    for lr, nr in zip(lrecords, nrecords):
+        assert set(lr) == set(nr) == {"kind", "params", "grid", "warped"}
+        for key in ("params", "grid", "warped"):
+            np.testing.assert_array_equal(np.asarray(lr[key]), np.asarray(nr[key]))
+
+
+@pytest.mark.parametrize("kind, output_size", [
+    ("tps", None), ("affine", (8, 6)), ("attention", None), ("projective", None)])
+def test_inspection_matches_linen(kind, output_size):
+    x = _image((2, 12, 12, 2))
+    opts = dict(num_control_points=4, output_size=output_size)
+    lmod = stn_linen.SpatialTransformer(transform=kind, **opts)
+    nmod = stn.SpatialTransformer((12, 12, 2), kind, rngs=nnx.Rngs(0), **opts)
+    variables = _perturbed_linen(lmod, x)
+    stn.load_linen_params(nmod, variables["params"])
+    lout, lrecords = _linen_records(lmod, variables, x)
+    (nout, records) = nnx.capture(nmod, stn.Inspection)(x)
+    np.testing.assert_array_equal(np.asarray(lout), np.asarray(nout))
+    nrecords = pipeline.collect_inspections(nnx.to_pure_dict(records))
+    assert len(nrecords) == 1 and nrecords[0]["kind"] == kind
+    assert nrecords[0]["grid"].shape == (2, *(output_size or (12, 12)), 2)
+    np.testing.assert_array_equal(np.asarray(nrecords[0]["warped"]), np.asarray(nout))
+    _assert_same_records(lrecords, nrecords)
+    _assert_same_records(lrecords, stn.inspect_transformers(nmod, x))
+
+
+def test_parallel_and_series_inspection_match_linen():
+    x = _image((2, 12, 12, 1))
+    lpar = stn_linen.ParallelSpatialTransformers(num_heads=3, transform="similarity")
+    npar = stn.ParallelSpatialTransformers((12, 12, 1), 3, "similarity", rngs=nnx.Rngs(0))
+    variables = _perturbed_linen(lpar, x)
+    stn.load_linen_params(npar, variables["params"])
+    lout, lrecords = _linen_records(lpar, variables, x)
+    (ly, lp), (ny, np_) = lpar.apply(variables, x, return_params=True), npar(x, return_params=True)
+    np.testing.assert_array_equal(np.asarray(ly), np.asarray(ny))
+    np.testing.assert_array_equal(np.stack(lp), np.stack(np_))
+    nrecords = stn.inspect_transformers(npar, x)
+    assert len(nrecords) == 3
+    _assert_same_records(lrecords, nrecords)
+    np.testing.assert_array_equal(np.concatenate([r["warped"] for r in nrecords], -1), lout)
+
+    x, lser, variables, nser = _linen_and_nnx_series("projective", "mlp", None, (8, 8))
+    lout, lrecords = _linen_records(lser, variables, x)
+    nrecords = stn.inspect_transformers(nser, x)
+    assert [r["kind"] for r in nrecords] == ["projective"]
+    assert nrecords[0]["params"].shape == (2, 8) and nrecords[0]["grid"].shape == (2, 8, 8, 2)
+    _assert_same_records(lrecords, nrecords)
+    np.testing.assert_array_equal(np.asarray(nrecords[0]["warped"]), np.asarray(lout))
+
+
+def test_inspection_only_when_requested():
+    x = _image()
+    module = stn.SpatialTransformer((12, 12, 3), "tps", num_control_points=4, rngs=nnx.Rngs(0))
+    _, inter = nnx.capture(module, nnx.Intermediate)(x)
+    assert set(nnx.to_pure_dict(inter)) == {"transform_params", "transform_deviation"}
+    _, records = nnx.capture(module, stn.Inspection)(x)
+    assert set(nnx.to_pure_dict(records)) == {"transform:tps"}
+    (entry,) = stn.inspect_transformers(module, x)
+    np.testing.assert_allclose(entry["grid"][0], stn_jax.identity_grid((12, 12)), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(transform="tps"), "compose"),
+    (dict(num_stages=0), "num_stages"),
+    (dict(bound="sigmoid"), "bound"),
+    (dict(mode="cubic"), "mode"),
+])
+def test_series_bad_configuration_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        stn.SeriesSpatialTransformers((8, 8, 1), rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_load_linen_params_rejects_other_modules():
+    with pytest.raises(TypeError, match="transformers of stn_jax.nnx"):
+        stn.load_linen_params(stn.LocalizationMLP(4, rngs=nnx.Rngs(0)), {})

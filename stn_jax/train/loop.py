@@ -1,9 +1,9 @@
 """The training loop: restore or start, step, act periodically, report.
 
-:func:`train` is four named pieces: :func:`_restore_or_start` builds (or restores) the run,
-:meth:`_Run.step` runs one data-parallel step, :meth:`_Run.periodic` logs, validates,
-checkpoints and advances the progress bar, and :func:`_final_report` scores the test set and
-writes results.json.
+:func:`train` is four named pieces: ``_restore_or_start`` builds (or restores) the run,
+``_Run.step`` runs one data-parallel step, ``_Run.periodic`` logs, validates, checkpoints and
+advances the progress bar, and ``_final_report`` scores the test set and writes results.json.
+The throughput meter is :class:`stn_jax.train.throughput.Throughput`.
 
 Exact resumption by construction: the batch of step ``s`` is
 ``dataset.train_batch(fold_in(data_key, s), batch_size)`` generated on device inside the

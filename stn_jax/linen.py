@@ -28,7 +28,8 @@ optimizer can give these a smaller learning rate by path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

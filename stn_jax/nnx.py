@@ -33,7 +33,8 @@ both APIs can be checked to give identical outputs.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,7 @@ class LocalizationMLP(nnx.Module):
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         widths = [int(in_features)] + [int(f) for f in features]
         self.layers = nnx.List([nnx.Linear(a, b, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-                                for a, b in zip(widths[:-1], widths[1:])])
+                                for a, b in zip(widths[:-1], widths[1:], strict=True)])
         self.out_features = widths[-1]
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -208,7 +209,8 @@ class SpatialTransformer(nnx.Module):
       rngs: ``nnx.Rngs``.
 
     Call: ``(x, *, return_params=False)`` with x (N, H, W, C) -> warped (N, Ho, Wo, C), or
-    ``(warped, params (N, P) float32)``.
+    ``(warped, params (N, P) float32)``. The validated options are ``config``
+    (:class:`stn_jax.pipeline.TransformerConfig`).
     """
 
     def __init__(self, in_shape: Sequence[int], transform: str | Transform = "affine", *,

@@ -34,7 +34,8 @@ Parameters follow :mod:`stn_jax.transforms` (normalised coordinates, output -> s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -37,7 +37,7 @@ def _perturbed_linen(module, x, seed=3):
     variables = module.init(jax.random.key(seed), x)
     leaves, treedef = jax.tree_util.tree_flatten(variables["params"])
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+    leaves = [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
     return {"params": jax.tree_util.tree_unflatten(treedef, leaves)}
 
 
@@ -197,7 +197,7 @@ def test_series_linen_and_nnx_give_identical_outputs(kind, loc, bound, output_si
     inter = nnx.to_pure_dict(inter)
     for name in ("transform_params", "transform_deviation"):
         assert len(lstate["intermediates"][name]) == len(inter[name]) == 3
-        for lv, nv in zip(lstate["intermediates"][name], inter[name]):
+        for lv, nv in zip(lstate["intermediates"][name], inter[name], strict=True):
             np.testing.assert_array_equal(np.asarray(lv), np.asarray(nv))
     assert float(transform_penalty(inter)) == float(transform_penalty(lstate)) > 0
 
@@ -221,7 +221,7 @@ def _linen_records(lmod, variables, x):
 
 def _assert_same_records(lrecords, nrecords):
     assert [r["kind"] for r in lrecords] == [r["kind"] for r in nrecords]
-    for lr, nr in zip(lrecords, nrecords):
+    for lr, nr in zip(lrecords, nrecords, strict=True):
         assert set(lr) == set(nr) == {"kind", "params", "grid", "warped"}
         for key in ("params", "grid", "warped"):
             np.testing.assert_array_equal(np.asarray(lr[key]), np.asarray(nr[key]))

@@ -1,5 +1,6 @@
 """The model zoo: shapes, identity at init, contract helpers, parameter counts (vs README)."""
 
+import math
 import pathlib
 import re
 
@@ -48,10 +49,55 @@ def test_comparable_models_have_similar_counts():
                 model = models.create_model(name, dataset=dataset, transform=transform)
                 got = models.count_params(_shapes(model, dataset))
                 assert abs(got - budget) / budget < 0.01
+        for name in ("cnn", "st-cnn"):  # the paper architecture matches CNNs too, uncapped
+            got = models.count_params(_shapes(models.create_model(name, dataset=dataset), dataset))
+            assert abs(got - budget) / budget < 0.01, (dataset, name, got, budget)
     r = models.budget("r")
-    for name in ("cnn", "st-cnn"):
-        got = models.count_params(_shapes(models.create_model(name, dataset="r"), "r"))
+    for name in ("cnn", "st-cnn"):  # the padded architecture caps the CNN's second conv
+        model = models.create_model(name, dataset="r", architecture="padded")
+        assert (model if name == "cnn" else model.classifier).features[1] == models.zoo.CNN_C2_CAP
+        got = models.count_params(_shapes(model, "r"))
         assert 0.6 < got / r <= 1.01
+
+
+@pytest.mark.parametrize("dataset, expected", [("r", 2), ("rts", 1), ("tc", 3), ("addition", 1)])
+def test_paper_cnn_uses_valid_convs_and_the_st_cnn_localizes_on_half_resolution(dataset, expected):
+    """'VALID' 9x9/7x7 convs with rounding-up pools: 28 -> 20 -> 10 -> 4 -> 2; the ST-CNN's
+    classifier on RTS sees 21 -> 13 -> 7 -> 1 -> 1, on TC 30 -> 22 -> 11 -> 5 -> 3."""
+    spec = models.DATASET_SPECS[dataset]
+    x = jnp.zeros((1,) + spec.input_shape)
+    model = models.create_model("st-cnn", dataset=dataset)
+    params = _shapes(model, dataset)["params"]
+    dense = params["classifier"]["Dense_0"]["kernel"]
+    assert dense.shape[0] == expected * expected * model.classifier.features[1]
+    loc = params["transformer"]["localization"]["net"]
+    # two 5x5 'SAME' convs with pools on the half-resolution input, then dense 20
+    half = [math.ceil(n / 4) for n in (spec.input_shape[0] // 2, spec.input_shape[1] // 2)]
+    assert loc["Dense_0"]["kernel"].shape[0] == half[0] * half[1] * 20
+    padded = _shapes(models.create_model("st-cnn", dataset=dataset, architecture="padded"), dataset)
+    assert "net" not in padded["params"]["transformer"]["localization"]
+    logits = model.apply(model.init(jax.random.key(0), x, train=False), x, train=False)
+    assert logits.shape == (1, spec.num_classes)
+
+
+def test_downsampled_localization_sees_the_pooled_input():
+    x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+    probe = models.zoo.Downsampled(net=_Identity())
+    np.testing.assert_allclose(probe.apply({}, x),
+                               x.reshape(2, 4, 2, 4, 2, 1).mean(axis=(2, 4)), rtol=1e-6)
+
+
+class _Identity(__import__("flax").linen.Module):
+    def __call__(self, x):
+        return x
+
+
+def test_valid_conv_larger_than_input_is_a_clear_error():
+    cnn = models.CNN(features=(2, 2), kernel_sizes=(9, 7), padding="VALID")
+    with pytest.raises(ValueError, match="7x7 'VALID' conv needs at least"):
+        cnn.init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))
+    with pytest.raises(ValueError, match="padding must be"):
+        models.CNN(padding="same").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
 
 
 @pytest.mark.parametrize("name, dataset, transform", [
@@ -134,6 +180,7 @@ def test_bfloat16_model_runs():
     (dict(name="cnn", dataset="r", widths=3), "unknown create_model option"),
     (dict(name="cnn", dataset="r", hidden=(3, 3)), "features"),
     (dict(name="st-fcn", dataset="r", output_size=(4,)), "output_size"),
+    (dict(name="cnn", dataset="r", architecture="lenet"), "unknown architecture"),
 ])
 def test_bad_configuration_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -19,6 +19,7 @@ from stn_jax.train.config import CHOICES, TrainConfig
 OWNERS = {
     "dataset": stn_jax.data.DATASETS,
     "model": stn_jax.models.MODEL_NAMES,
+    "architecture": stn_jax.models.ARCHITECTURES,
     "transform": stn_jax.transforms.TRANSFORM_KINDS,
     "padding_mode": stn_jax.sampling.PADDING_MODES,
     "data_source": stn_jax.data.sources.SOURCES,

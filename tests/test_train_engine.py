@@ -206,3 +206,16 @@ def test_cluster_detection():
     assert parallel.cluster_detected(environ={"SLURM_NTASKS": "4"})
     assert not parallel.cluster_detected(environ={"SLURM_NTASKS": "1"})
     assert not parallel.cluster_detected(environ={"TPU_WORKER_HOSTNAMES": "localhost"})
+
+
+def test_architecture_reaches_the_zoo_cnns():
+    from stn_jax.models import create_model
+
+    assert create_model("cnn", dataset="rts", **TrainConfig(model="cnn").model_options()).padding == "VALID"
+    padded = TrainConfig(model="cnn", architecture="padded").model_options()
+    assert create_model("cnn", dataset="rts", **padded).padding == "SAME"
+    st = create_model("st-cnn", dataset="rts", **TrainConfig(architecture="padded").model_options())
+    assert st.classifier.padding == "SAME" and st.classifier.features[1] == 64
+    assert "architecture" not in TrainConfig(model="st-fcn").model_options()
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        TrainConfig(architecture="lenet").validate()

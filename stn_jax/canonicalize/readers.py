@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import zipfile
 from typing import Any, Iterator, Sequence
 
@@ -70,12 +71,46 @@ class Reader:
         beginning at row ``start``."""
         raise NotImplementedError
 
+    def file_starts(self) -> list[int]:
+        """Row index at which each multi-row input file begins, ascending, starting with 0
+        (Parquet: one per file; a folder or an ``.npz``: ``[0]``). Distributed canonicalisation
+        cuts its shards at these rows, so a shard never spans two Parquet files."""
+        return [0]
+
 
 def _check_batch(batch_size: int, start: int) -> None:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     if not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"start must be a non-negative integer; got {start!r}")
+
+
+class RowsReader(Reader):
+    """Rows already in memory (e.g. one Ray Data batch), indexed 0 .. n-1.
+
+    Args:
+      ids: source id per row.
+      payloads: one per row, as in :class:`RawBatch` (encoded bytes, a numpy array, ``None`` or
+        a :class:`RejectError`).
+    """
+
+    kind = "rows"
+
+    def __init__(self, ids: Sequence[str], payloads: Sequence[Any]):
+        if len(ids) != len(payloads):
+            raise ValueError(f"ids ({len(ids)}) and payloads ({len(payloads)}) differ in length")
+        self.ids, self.payloads = list(ids), list(payloads)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rows": len(self)}
+
+    def iter_batches(self, batch_size: int, *, start: int = 0) -> Iterator[RawBatch]:
+        _check_batch(batch_size, start)
+        for lo in range(start, len(self.ids), batch_size):
+            yield RawBatch(lo, self.ids[lo:lo + batch_size], self.payloads[lo:lo + batch_size])
 
 
 class FolderReader(Reader):
@@ -240,6 +275,9 @@ class ParquetReader(Reader):
                     os.path.abspath(self.path)) if len(self.files) == 1 else self.path)
                     for f in self.files], "rows": len(self)}
 
+    def file_starts(self) -> list[int]:
+        return [int(v) for v in np.cumsum([0] + self._rows[:-1])]
+
     def _file_id(self, file: str) -> str:
         return os.path.basename(file) if len(self.files) == 1 and file == self.path else \
             os.path.relpath(file, self.path).replace(os.sep, "/")
@@ -371,7 +409,9 @@ def decode_image(payload: Any, input_shape: Sequence[int]) -> np.ndarray:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
                 Image.DecompressionBombError) as e:
-            raise RejectError(f"undecodable image: {type(e).__name__}: {e}") from None
+            # the same reason on every run: no object addresses ("<_io.BytesIO object at 0x..>")
+            message = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e))
+            raise RejectError(f"undecodable image: {type(e).__name__}: {message}") from None
     arr = np.asarray(payload)
     if arr.ndim == 2:
         arr = arr[:, :, None]

@@ -147,6 +147,103 @@ def _atomic_write_table(path: str, table) -> None:
         raise
 
 
+def output_table(*, rows: Sequence[int], source_ids: Sequence[str], images: np.ndarray,
+                 transform: str, params: np.ndarray, predictions: np.ndarray | None,
+                 confidences: np.ndarray | None):
+    """Canonicalised rows as a ``pyarrow.Table`` with exactly :data:`OUTPUT_SCHEMA`.
+
+    Args:
+      rows, source_ids: (n,) input row index and source id per row.
+      images: float (n, H, W, C) canonicalised images in [0, 1] (PNG-encoded by
+        :func:`encode_png`).
+      transform: the transformer kind.
+      params: (n, P) transform parameters.
+      predictions, confidences: (n,) or None (written as nulls).
+    """
+    import pyarrow as pa
+
+    n = len(rows)
+    images = np.asarray(images)
+    params = np.asarray(params, np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+    pngs = [encode_png(im) for im in images]
+    h, w, c = (images.shape[1:] if n else (0, 0, 0))
+    return pa.Table.from_arrays([
+        pa.array(np.asarray(rows, np.int64), pa.int64()),
+        pa.array(list(source_ids), pa.string()),
+        pa.array(pngs, pa.binary()),
+        pa.array(np.full(n, h, np.int32)), pa.array(np.full(n, w, np.int32)),
+        pa.array(np.full(n, c, np.int32)),
+        pa.array([transform] * n, pa.string()),
+        pa.array(list(params), pa.list_(pa.float32())),
+        pa.nulls(n, pa.int32()) if predictions is None
+        else pa.array(np.asarray(predictions, np.int32)),
+        pa.nulls(n, pa.float32()) if confidences is None
+        else pa.array(np.asarray(confidences, np.float32)),
+    ], schema=OUTPUT_SCHEMA)
+
+
+def rejects_table(rejects: Sequence[tuple[int, str, str]]):
+    """``(row, source_id, reason)`` tuples as a ``pyarrow.Table`` with exactly :data:`REJECT_SCHEMA`."""
+    import pyarrow as pa
+
+    return pa.Table.from_arrays([
+        pa.array([int(r[0]) for r in rejects], pa.int64()),
+        pa.array([r[1] for r in rejects], pa.string()),
+        pa.array([r[2] for r in rejects], pa.string())], schema=REJECT_SCHEMA)
+
+
+def write_part_files(output_dir: str | os.PathLike, name: str, table,
+                     rejects: Sequence[tuple[int, str, str]], *,
+                     png_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Atomically write one part: ``output_dir/name`` (``table``, canonicalised rows with
+    :data:`OUTPUT_SCHEMA`, see :func:`output_table`), ``output_dir/_rejects/name`` if there are
+    rejects (:func:`rejects_table`) and, with ``png_dir``, every image as ``png_dir/<row:08d>.png``.
+
+    The files only become part of the output once a manifest lists them (the caller's commit);
+    a file of the same name left by an interrupted commit is replaced.
+
+    Returns:
+      the part's manifest fields: ``name``, ``rows``, ``rejects``, ``rejects_file`` (or None).
+    """
+    if not table.schema.equals(OUTPUT_SCHEMA):
+        raise ValueError(f"table must have OUTPUT_SCHEMA; got {table.schema}")
+    output_dir = os.fspath(output_dir)
+    _atomic_write_table(os.path.join(output_dir, name), table)
+    rejects_name = None
+    if rejects:
+        rejects_name = f"{REJECTS_DIR}/{name}"
+        os.makedirs(os.path.join(output_dir, REJECTS_DIR), exist_ok=True)
+        _atomic_write_table(os.path.join(output_dir, rejects_name), rejects_table(rejects))
+    if png_dir:
+        rows = table.column("row").to_pylist()
+        for r, png in zip(rows, table.column("image_png").to_pylist(), strict=True):
+            _atomic_write_bytes(os.path.join(os.fspath(png_dir), f"{int(r):08d}.png"), png)
+    return {"name": name, "rows": table.num_rows, "rejects": len(rejects), "rejects_file": rejects_name}
+
+
+def remove_uncommitted(output_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Delete temporary files and ``part-*.parquet`` files (rows and rejects) of ``output_dir``
+    that ``manifest["parts"]`` does not list: the leftovers of an interrupted commit."""
+    output_dir = os.fspath(output_dir)
+    listed = {p["name"] for p in manifest["parts"]}
+    listed |= {p["rejects_file"] for p in manifest["parts"] if p["rejects_file"]}
+    for sub in ("", REJECTS_DIR):
+        d = os.path.join(output_dir, sub)
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            rel = f"{sub}/{name}" if sub else name
+            if (name.startswith(".") and name.endswith(".tmp")) or (
+                    name.startswith("part-") and name.endswith(".parquet") and rel not in listed):
+                os.unlink(os.path.join(d, name))
+
+
+def save_manifest(output_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Atomically (temporary file + ``os.replace``) write ``output_dir/_manifest.json``."""
+    _atomic_write_bytes(os.path.join(os.fspath(output_dir), MANIFEST),
+                        json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
 class PartWriter:
     """Writes committed parts and the manifest into an output directory.
 
@@ -185,16 +282,7 @@ class PartWriter:
         self._remove_orphan_temporaries()
 
     def _remove_orphan_temporaries(self) -> None:
-        """Delete temporary files and parts the manifest does not list (an interrupted commit)."""
-        listed = {p["name"] for p in self.manifest["parts"]}
-        listed |= {p["rejects_file"] for p in self.manifest["parts"] if p["rejects_file"]}
-        for sub in ("", REJECTS_DIR):
-            d = os.path.join(self.output_dir, sub)
-            for name in os.listdir(d):
-                rel = f"{sub}/{name}" if sub else name
-                if (name.startswith(".") and name.endswith(".tmp")) or (
-                        name.startswith("part-") and name.endswith(".parquet") and rel not in listed):
-                    os.unlink(os.path.join(d, name))
+        remove_uncommitted(self.output_dir, self.manifest)
 
     @property
     def committed_rows(self) -> int:
@@ -225,46 +313,18 @@ class PartWriter:
         Returns:
           the manifest entry of the part.
         """
-        import pyarrow as pa
-
         if start != self.committed_rows:
             raise ValueError(f"part must start at row {self.committed_rows}; got {start}")
-        n = len(rows)
-        if n + len(rejects) != stop - start:
-            raise ValueError(f"rows ({n}) + rejects ({len(rejects)}) != stop - start ({stop - start})")
-        images = np.asarray(images)
-        params = np.asarray(params, np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
-        pngs = [encode_png(im) for im in images]
-        h, w, c = (images.shape[1:] if n else (0, 0, 0))
-        null = pa.nulls(n, pa.int32())
-        table = pa.Table.from_arrays([
-            pa.array(np.asarray(rows, np.int64), pa.int64()),
-            pa.array(list(source_ids), pa.string()),
-            pa.array(pngs, pa.binary()),
-            pa.array(np.full(n, h, np.int32)), pa.array(np.full(n, w, np.int32)),
-            pa.array(np.full(n, c, np.int32)),
-            pa.array([transform] * n, pa.string()),
-            pa.array(list(params), pa.list_(pa.float32())),
-            null if predictions is None else pa.array(np.asarray(predictions, np.int32)),
-            pa.nulls(n, pa.float32()) if confidences is None
-            else pa.array(np.asarray(confidences, np.float32)),
-        ], schema=OUTPUT_SCHEMA)
-        index = len(self.manifest["parts"])
-        name = f"part-{index:05d}.parquet"
-        _atomic_write_table(os.path.join(self.output_dir, name), table)
-        rejects_name = None
-        if rejects:
-            rejects_name = f"{REJECTS_DIR}/{name}"
-            rtable = pa.Table.from_arrays([
-                pa.array([r[0] for r in rejects], pa.int64()),
-                pa.array([r[1] for r in rejects], pa.string()),
-                pa.array([r[2] for r in rejects], pa.string())], schema=REJECT_SCHEMA)
-            _atomic_write_table(os.path.join(self.output_dir, rejects_name), rtable)
-        if self.png_dir:
-            for r, png in zip(rows, pngs):
-                _atomic_write_bytes(os.path.join(self.png_dir, f"{int(r):08d}.png"), png)
-        entry = {"name": name, "start": int(start), "stop": int(stop), "rows": n,
-                 "rejects": len(rejects), "rejects_file": rejects_name, "time": time.time()}
+        if len(rows) + len(rejects) != stop - start:
+            raise ValueError(f"rows ({len(rows)}) + rejects ({len(rejects)}) != stop - start ({stop - start})")
+        name = f"part-{len(self.manifest['parts']):05d}.parquet"
+        entry = {"start": int(start), "stop": int(stop),
+                 **write_part_files(self.output_dir, name,
+                                    output_table(rows=rows, source_ids=source_ids, images=images,
+                                                 transform=transform, params=params,
+                                                 predictions=predictions, confidences=confidences),
+                                    rejects, png_dir=self.png_dir),
+                 "time": time.time()}
         self.manifest["parts"].append(entry)
         self._write_manifest()
         return entry
@@ -278,8 +338,7 @@ class PartWriter:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        _atomic_write_bytes(self.manifest_path,
-                            json.dumps(self.manifest, indent=1, sort_keys=True).encode())
+        save_manifest(self.output_dir, self.manifest)
 
 
 def read_output(output_dir: str | os.PathLike, *, rejects: bool = False):

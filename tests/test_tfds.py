@@ -88,6 +88,7 @@ def test_prepare_twice_keeps_the_data(seeded, capsys):
 def test_auto_uses_prepared_tfds(seeded, tmp_path, monkeypatch):
     idx_dir, tfds_dir = seeded
     monkeypatch.delenv(sources.ENV_DIR, raising=False)
+    monkeypatch.setenv("STN_JAX_MNIST_MIRRORS", "")         # never the network
     m = data.load_mnist("auto", cache_dir=tmp_path / "empty-cache", tfds_dir=tfds_dir)
     assert m.source == "tfds"
     np.testing.assert_array_equal(m.test_labels, data.load_mnist("idx", data_dir=idx_dir, verify_md5=False).test_labels)

@@ -86,7 +86,7 @@ def _png(image: np.ndarray) -> bytes:
     from PIL import Image  # noqa: PLC0415
 
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, np.uint8), mode="L").save(buffer, format="png")
+    Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buffer, format="png")  # 2-D uint8: mode "L"
     return buffer.getvalue()
 
 

@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= $(firstword $(wildcard ../shared/data/mnist))
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test demo docs lint clean
+.PHONY: setup test demo docs lint clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ demo: setup
 	  --optimizer adam --lr 0.001 --schedule cosine --steps $(DEMO_STEPS) --batch-size 128 \
 	  --log-every 50 --eval-every 200 --checkpoint-every 200 --seed 0 --workdir $(DEMO_DIR) \
 	  $(if $(MNIST_DIR),--data-dir $(MNIST_DIR),--data-source auto)
+
+# The accelerator check (docs/performance.md, "GPU/TPU check"): about 7 minutes on one GPU or TPU;
+# writes experiments/results/<machine>/gpu_check.json and gpu_check.md. GPU_CHECK_EXTRA=cuda12 (or
+# cuda13, tpu) installs that extra of jax first; GPU_CHECK_ARGS=--dry-run runs it anywhere in a minute
+# or two, into build/gpu_check_dry_run.
+GPU_CHECK_EXTRA ?=
+GPU_CHECK_ARGS ?=
+gpu-check: setup $(if $(GPU_CHECK_EXTRA),$(VENV)/.installed-$(GPU_CHECK_EXTRA))
+	$(PY) -m experiments.benchmarks.gpu_check $(if $(MNIST_DIR),--data-dir $(MNIST_DIR)) $(GPU_CHECK_ARGS)
 
 docs: $(VENV)/.installed-docs
 	rm -rf docs/generated build/docs

@@ -14,7 +14,9 @@ from stn_jax.grids import pixel_to_normalized
 from stn_jax.grids import projective_grid
 from stn_jax.grids import tps_control_points
 from stn_jax.grids import tps_grid
+from stn_jax.sampling import current_sampler_implementation
 from stn_jax.sampling import grid_sample
+from stn_jax.sampling import sampler_implementation
 from stn_jax.separable import axis_aligned_warp
 from stn_jax.transforms import TRANSFORM_KINDS
 from stn_jax.transforms import Transform
@@ -26,3 +28,25 @@ from stn_jax.transforms import rotation_params
 from stn_jax.warping import warp
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "TRANSFORM_KINDS",
+    "Transform",
+    "affine_grid",
+    "axis_aligned_warp",
+    "compose_affine",
+    "current_sampler_implementation",
+    "get_transform",
+    "grid_sample",
+    "identity_grid",
+    "invert_affine",
+    "normalized_to_pixel",
+    "pixel_affine_to_theta",
+    "pixel_to_normalized",
+    "projective_grid",
+    "rotation_params",
+    "sampler_implementation",
+    "tps_control_points",
+    "tps_grid",
+    "warp",
+]

@@ -13,25 +13,30 @@ These are the conventions of PyTorch's ``affine_grid``/``grid_sample``; ``size``
 
 from __future__ import annotations
 
-import functools
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
+from stn_jax._src import affine_grid as affine_grid_lib
+from stn_jax._src import coordinates, projective, tps
+from stn_jax._src.coordinates import base_coordinates
+from stn_jax._src.tps import tps_control_points
 
-def _check_size(size: Sequence[int], dims: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
-    try:
-        size = tuple(int(s) for s in size)
-    except TypeError:
-        raise ValueError(f"size must be a tuple of spatial sizes (H, W) or (D, H, W); got {size!r}") from None
-    if len(size) not in dims or any(s < 1 for s in size):
-        want = " or ".join({2: "(H, W)", 3: "(D, H, W)"}[d] for d in dims)
-        raise ValueError(f"size must be {want} with positive entries (spatial size only, "
-                         f"no batch or channel); got {size}")
-    return size
+__all__ = [
+    "affine_grid",
+    "base_coordinates",
+    "identity_grid",
+    "normalized_to_pixel",
+    "normalized_to_pixel_matrix",
+    "pixel_to_normalized",
+    "pixel_to_normalized_matrix",
+    "projective_grid",
+    "tps_control_points",
+    "tps_grid",
+]
 
 
 def _check_float(x: jax.Array, name: str) -> jax.Array:
@@ -40,32 +45,27 @@ def _check_float(x: jax.Array, name: str) -> jax.Array:
     return x
 
 
-def base_coordinates(n: int, *, align_corners: bool = False) -> np.ndarray:
-    """Normalised coordinates of the ``n`` pixel centres along one axis (float64, (n,))."""
-    if n <= 1:
-        return np.zeros((max(n, 1),), np.float64)
-    c = np.linspace(-1.0, 1.0, n)
-    return c if align_corners else c * (n - 1) / n
-
-
 def identity_grid(size: Sequence[int], *, align_corners: bool = False,
                   dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """The grid that samples every pixel at its own centre.
 
     Args:
       size: ``(H, W)`` or ``(D, H, W)``.
+      align_corners: see the module docstring.
+      dtype: floating dtype of the result.
 
     Returns:
       (H, W, 2) grid of ``(x, y)`` or (D, H, W, 3) grid of ``(x, y, z)``.
     """
-    size = _check_size(size)
-    axes = [base_coordinates(n, align_corners=align_corners) for n in size]
-    mesh = np.meshgrid(*axes, indexing="ij")  # each (D?, H, W), ordered (z?, y, x)
-    return jnp.asarray(np.stack(mesh[::-1], axis=-1), dtype)
+    size = coordinates.check_size(size)
+    return jnp.asarray(coordinates.identity_coordinates(size, align_corners), dtype)
 
 
 def affine_grid(theta: ArrayLike, size: Sequence[int], *, align_corners: bool = False) -> jax.Array:
     """Sampling grid of an affine transform, identical to PyTorch's ``affine_grid``.
+
+    The grid is an elementwise multiply-add (full float32 precision on every backend); its
+    derivative w.r.t. ``theta`` is one contraction (a single dot in reverse mode).
 
     Args:
       theta: (N, 2, 3) with ``size = (H, W)``, or (N, 3, 4) with ``size = (D, H, W)``; an
@@ -78,16 +78,12 @@ def affine_grid(theta: ArrayLike, size: Sequence[int], *, align_corners: bool = 
       (N, H, W, 2) or (N, D, H, W, 3) grid (no batch axis if ``theta`` had none), dtype of theta.
     """
     theta = _check_float(jnp.asarray(theta), "theta")
-    size = _check_size(size)
+    size = coordinates.check_size(size)
     d = len(size)
     if theta.ndim not in (2, 3) or theta.shape[-2:] != (d, d + 1):
         raise ValueError(f"for a {d}-D size {size}, theta must have shape (N, {d}, {d + 1}) or "
                          f"({d}, {d + 1}); got {theta.shape}")
-    # Elementwise multiply-add (not a matmul) keeps full float32 precision on every backend;
-    # its derivative is an explicit contraction (one dot in reverse mode): see stn_jax._affine.
-    from stn_jax import _affine
-
-    return _affine.affine_grid(theta, size, bool(align_corners))
+    return affine_grid_lib.affine_grid(theta, size, bool(align_corners))
 
 
 def projective_grid(homography: ArrayLike, size: Sequence[int], *,
@@ -101,59 +97,16 @@ def projective_grid(homography: ArrayLike, size: Sequence[int], *,
     Args:
       homography: (N, 3, 3) or (3, 3).
       size: ``(H, W)``.
+      align_corners: see the module docstring.
 
     Returns:
       (N, H, W, 2) grid (no batch axis if ``homography`` had none).
     """
     h = _check_float(jnp.asarray(homography), "homography")
-    size = _check_size(size, dims=(2,))
+    size = coordinates.check_size(size, dims=(2,))
     if h.ndim not in (2, 3) or h.shape[-2:] != (3, 3):
         raise ValueError(f"homography must have shape (N, 3, 3) or (3, 3); got {h.shape}")
-    base = identity_grid(size, align_corners=align_corners, dtype=h.dtype)
-    t = h[..., None, None, :, :]
-    uvw = t[..., :, 2] + base[..., 0, None] * t[..., :, 0] + base[..., 1, None] * t[..., :, 1]
-    w = uvw[..., 2:]
-    ok = w > 1e-6
-    safe_w = jnp.where(ok, w, 1.0)
-    return jnp.where(ok, uvw[..., :2] / safe_w, jnp.inf)
-
-
-# ----------------------------------------------------------------------------- thin-plate spline
-
-
-def tps_control_points(control_grid: tuple[int, int]) -> np.ndarray:
-    """(K, 2) control points ``(x, y)`` of a regular ``(gy, gx)`` lattice spanning [-1, 1]^2.
-
-    Ordered row major: point ``k = i * gx + j`` is at ``(x_j, y_i)``.
-    """
-    gy, gx = control_grid
-    ys, xs = np.meshgrid(np.linspace(-1, 1, gy), np.linspace(-1, 1, gx), indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], axis=-1)
-
-
-def _tps_kernel(r2: np.ndarray) -> np.ndarray:
-    """U(r) = r^2 log r^2, with U(0) = 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-300)), 0.0)
-
-
-@functools.lru_cache(maxsize=64)
-def _tps_basis(size: tuple[int, int], control_grid: tuple[int, int], align_corners: bool) -> np.ndarray:
-    """(H*W, K) float64 matrix M with ``displacement_field = M @ control_displacements``."""
-    ctrl = tps_control_points(control_grid)
-    k = ctrl.shape[0]
-    poly = np.concatenate([np.ones((k, 1)), ctrl], axis=1)
-    system = np.zeros((k + 3, k + 3))
-    system[:k, :k] = _tps_kernel(((ctrl[:, None] - ctrl[None]) ** 2).sum(-1))
-    system[:k, k:] = poly
-    system[k:, :k] = poly.T
-    coeffs = np.linalg.solve(system, np.eye(k + 3)[:, :k])  # (K+3, K): [w; a] per unit target
-    # numpy only (no jax arrays), so the cache can be filled while tracing under jit.
-    ys, xs = np.meshgrid(*(base_coordinates(n, align_corners=align_corners) for n in size), indexing="ij")
-    pts = np.stack([xs, ys], axis=-1).astype(np.float32).astype(np.float64).reshape(-1, 2)
-    basis = np.concatenate([_tps_kernel(((pts[:, None] - ctrl[None]) ** 2).sum(-1)),
-                            np.ones((pts.shape[0], 1)), pts], axis=1)
-    return basis @ coeffs
+    return projective.projective_grid(h, size, bool(align_corners))
 
 
 def tps_grid(displacements: ArrayLike, size: Sequence[int], *,
@@ -170,26 +123,24 @@ def tps_grid(displacements: ArrayLike, size: Sequence[int], *,
         control points returned by :func:`tps_control_points`.
       size: ``(H, W)`` output size.
       control_grid: lattice shape ``(gy, gx)`` with ``gy * gx == K``; default: square lattice.
+      align_corners: see the module docstring.
 
     Returns:
       (N, H, W, 2) grid (no batch axis if ``displacements`` had none).
     """
     disp = _check_float(jnp.asarray(displacements), "displacements")
-    size = _check_size(size, dims=(2,))
+    size = coordinates.check_size(size, dims=(2,))
     if disp.ndim not in (2, 3) or disp.shape[-1] != 2:
         raise ValueError(f"displacements must have shape (N, K, 2) or (K, 2); got {disp.shape}")
     k = disp.shape[-2]
     if control_grid is None:
-        side = int(round(np.sqrt(k)))
+        side = int(round(math.sqrt(k)))
         control_grid = (side, side)
     control_grid = tuple(int(g) for g in control_grid)
     if control_grid[0] * control_grid[1] != k or min(control_grid) < 2:
         raise ValueError(f"control_grid {control_grid} does not hold K={k} control points "
                          "(need gy * gx == K with gy, gx >= 2; K must be a square by default)")
-    basis = jnp.asarray(_tps_basis(size, control_grid, bool(align_corners)), disp.dtype)
-    field = jnp.einsum("pk,...kc->...pc", basis, disp, precision=jax.lax.Precision.HIGHEST)
-    base = identity_grid(size, align_corners=align_corners, dtype=disp.dtype)
-    return base + field.reshape(disp.shape[:-2] + (size[0], size[1], 2))
+    return tps.tps_grid(disp, size, control_grid, bool(align_corners))
 
 
 # ----------------------------------------------------------------------------- pixel coordinates
@@ -200,7 +151,7 @@ def normalized_to_pixel_matrix(size: Sequence[int], *, align_corners: bool = Fal
 
     Pixel centres are at integer coordinates: pixel ``(row i, col j)`` is at ``(j, i)``.
     """
-    h, w = _check_size(size, dims=(2,))
+    h, w = coordinates.check_size(size, dims=(2,))
     sx, sy = ((w - 1) / 2, (h - 1) / 2) if align_corners else (w / 2, h / 2)
     return jnp.asarray([[sx, 0.0, (w - 1) / 2], [0.0, sy, (h - 1) / 2]], jnp.float32)
 
@@ -209,7 +160,7 @@ def pixel_to_normalized_matrix(size: Sequence[int], *, align_corners: bool = Fal
     """(2, 3) affine map from pixel ``(col, row)`` to normalised ``(x, y)``; inverse of
     :func:`normalized_to_pixel_matrix`. With ``align_corners=True`` and a size of 1 the
     normalised coordinate is undefined (division by zero), as in PyTorch."""
-    h, w = _check_size(size, dims=(2,))
+    h, w = coordinates.check_size(size, dims=(2,))
     sx, sy = ((w - 1) / 2, (h - 1) / 2) if align_corners else (w / 2, h / 2)
     return jnp.asarray([[1 / sx, 0.0, -(w - 1) / 2 / sx], [0.0, 1 / sy, -(h - 1) / 2 / sy]], jnp.float32)
 

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from stn_jax import _bilinear, sampling, separable
+from stn_jax import sampling, separable
+from stn_jax._src import dispatch
 from stn_jax.transforms import Transform, get_transform
 from stn_jax.warping import warp
 
@@ -242,16 +243,14 @@ def apply_transform(x: jax.Array, params: jax.Array, transform: Transform, *,
     sampling.check_options(mode, padding_mode, 2)
     size = tuple(x.shape[1:3]) if output_size is None else tuple(output_size)
     params = params.astype(jnp.promote_types(params.dtype, jnp.float32))
-    if (transform.kind in AXIS_ALIGNED_KINDS and not return_grid and _bilinear.auto_paths_allowed()
-            and separable.prefer_separable(x.shape[1:3], size)):
+    if (transform.kind in AXIS_ALIGNED_KINDS and not return_grid
+            and dispatch.use_separable(x.shape[1:3], size)):
         scale, translation = _axis_aligned(params, transform.kind)
-        return separable.axis_aligned_warp(x, scale, translation, size, mode=mode,
+        return separable.axis_aligned_warp(x, scale, translation, size=size, mode=mode,
                                            padding_mode=padding_mode, align_corners=align_corners)
     if transform.is_affine and not return_grid:
-        return warp(x, transform.matrix(params), size, mode=mode, padding_mode=padding_mode,
+        return warp(x, transform.matrix(params), size=size, mode=mode, padding_mode=padding_mode,
                     align_corners=align_corners)
-    if transform.kind == "tps":
-        _warm_tps_basis(size, transform.control_grid, bool(align_corners))
     grid = transform.grid(params, size, align_corners=align_corners)
     out = sampling.grid_sample(x, grid, mode=mode, padding_mode=padding_mode,
                                align_corners=align_corners)
@@ -267,16 +266,6 @@ def _axis_aligned(params: jax.Array, kind: str) -> tuple[jax.Array, jax.Array]:
     if kind == "translation":
         return jnp.ones_like(params), params
     return jnp.concatenate([params[:, :1], params[:, :1]], axis=1), params[:, 1:3]
-
-
-def _warm_tps_basis(size: tuple[int, int], control_grid: tuple[int, int],
-                    align_corners: bool) -> None:
-    # grids._tps_basis (numpy, lru-cached) builds its points with identity_grid, which returns
-    # a jax array; under jit that array is a tracer and numpy conversion fails on a cache miss.
-    # Filling the cache eagerly keeps TPS transformers usable inside jit/eval_shape.
-    from stn_jax import grids
-    with jax.ensure_compile_time_eval():
-        grids._tps_basis(tuple(size), tuple(control_grid), align_corners)
 
 
 def compose_params_matrix(transform: Transform, params: jax.Array) -> jax.Array:

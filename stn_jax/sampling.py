@@ -19,145 +19,40 @@ mode*: the output there is 0 and both gradients are 0. They never index out of b
 
 Half-precision inputs (bfloat16, float16) are computed in float32 and the result is cast
 back to the image dtype; float64 inputs (with ``jax_enable_x64``) are computed in float64.
+
+Several exact implementations exist (a per-tap reference sampler; for 2-D bilinear sampling a
+window-gather path with a hand-written derivative and, on one CPU device, a cache-blocked
+derivative for large batches). The fastest is chosen at trace time; experts can pin one with
+:func:`sampler_implementation` or the environment variable ``STN_JAX_SAMPLER_IMPLEMENTATION``.
 """
 
 from __future__ import annotations
-
-import functools
-import itertools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-MODES = ("bilinear", "nearest", "bicubic")
+from stn_jax._src import dispatch
+from stn_jax._src.dispatch import current_sampler_implementation, sampler_implementation
+
+__all__ = [
+    "INTERPOLATION_MODES",
+    "PADDING_MODES",
+    "SAMPLER_IMPLEMENTATIONS",
+    "check_options",
+    "current_sampler_implementation",
+    "grid_sample",
+    "sampler_implementation",
+]
+
+INTERPOLATION_MODES = ("bilinear", "nearest", "bicubic")
+"""Values of the ``mode`` option (``"bicubic"`` is 2-D only)."""
+
 PADDING_MODES = ("zeros", "border", "reflection")
+"""Values of the ``padding_mode`` option."""
 
-_CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
-
-
-# ----------------------------------------------------------------------------- coordinates
-
-
-def _unnormalize(coord: jax.Array, size: int, align_corners: bool) -> jax.Array:
-    if align_corners:
-        return (coord + 1) / 2 * (size - 1)
-    return ((coord + 1) * size - 1) / 2
-
-
-def _clip(coord: jax.Array, size: int) -> jax.Array:
-    # where (not clip) so that the gradient is 0 at and beyond both limits, as in PyTorch.
-    hi = size - 1
-    return jnp.where(coord <= 0, 0.0, jnp.where(coord >= hi, float(hi), coord)).astype(coord.dtype)
-
-
-def _reflect(coord: jax.Array, twice_low: int, twice_high: int) -> jax.Array:
-    if twice_low == twice_high:
-        return jnp.zeros_like(coord)
-    low = twice_low / 2
-    span = (twice_high - twice_low) / 2
-    c = coord - low
-    c = jnp.where(c < 0, -c, c)
-    extra = jnp.fmod(c, span)
-    flips = jnp.floor(c / span)
-    even = jnp.fmod(flips, 2) == 0
-    return jnp.where(even, extra + low, span - extra + low)
-
-
-def _apply_padding(coord: jax.Array, size: int, padding_mode: str, align_corners: bool) -> jax.Array:
-    if padding_mode == "border":
-        return _clip(coord, size)
-    if padding_mode == "reflection":
-        if align_corners:
-            coord = _reflect(coord, 0, 2 * (size - 1))
-        else:
-            coord = _reflect(coord, -1, 2 * size - 1)
-        return _clip(coord, size)
-    return coord
-
-
-def _cubic_weights(t: jax.Array) -> list[jax.Array]:
-    a = _CUBIC_A
-
-    def near(x):  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x):  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
-
-
-Tap = tuple[jax.Array, jax.Array]  # (integer-valued float index, weight)
-
-
-def _axis_taps(coord: jax.Array, size: int, mode: str, padding_mode: str,
-               align_corners: bool) -> list[Tap]:
-    """The 1-D taps (source index, weight) of one axis for every output point."""
-    ix = _unnormalize(coord, size, align_corners)
-    if mode == "bicubic":
-        i0 = jnp.floor(ix)
-        weights = _cubic_weights(ix - i0)
-        taps = [jax.lax.stop_gradient(i0 + (k - 1)) for k in range(4)]
-        taps = [_apply_padding(t, size, padding_mode, align_corners) for t in taps]
-        return list(zip(taps, weights))
-    ix = _apply_padding(ix, size, padding_mode, align_corners)
-    if mode == "nearest":
-        return [(jax.lax.stop_gradient(jnp.round(ix)), jnp.ones_like(ix))]
-    i0 = jax.lax.stop_gradient(jnp.floor(ix))
-    frac = ix - i0
-    return [(i0, 1 - frac), (i0 + 1, frac)]
-
-
-# ----------------------------------------------------------------------------- per-example core
-
-
-def _sample_one(image: jax.Array, grid: jax.Array, *, mode: str, padding_mode: str,
-                align_corners: bool, compute_dtype: jnp.dtype) -> jax.Array:
-    """One example: image (*spatial, C), grid (*out_spatial, ndim) -> (*out_spatial, C)."""
-    spatial = image.shape[:-1]
-    ndim = len(spatial)
-    channels = image.shape[-1]
-    grid = grid.astype(compute_dtype)
-    # Per-component arithmetic, no reduce op over the last axis: for affine_grid + grid_sample
-    # XLA:CPU then runs two fusions (grid, sampling) instead of four (no separate reduce and
-    # select passes); 28x28 forward 1.5 -> 0.96 ms (experiments/NOTES-performance.md).
-    components = [grid[..., k] for k in range(ndim)]
-    finite = functools.reduce(jnp.logical_and, [jnp.isfinite(g) for g in components])
-    components = [jnp.where(finite, g, 0.0) for g in components]  # safe value; masked out below
-
-    # grid component k is (x, y, z)[k]; spatial axis a = ndim - 1 - k.
-    per_axis = []
-    for axis, size in enumerate(spatial):
-        coord = components[ndim - 1 - axis]
-        per_axis.append(_axis_taps(coord, size, mode, padding_mode, align_corners))
-
-    flat = image.reshape(-1, channels)
-    strides = [1] * ndim
-    for axis in range(ndim - 2, -1, -1):
-        strides[axis] = strides[axis + 1] * spatial[axis + 1]
-
-    out = jnp.zeros(grid.shape[:-1] + (channels,), compute_dtype)
-    for combo in itertools.product(*per_axis):
-        weight = finite.astype(compute_dtype)
-        flat_index = jnp.zeros(grid.shape[:-1], jnp.int32)
-        for axis, (index, w) in enumerate(combo):
-            size = spatial[axis]
-            inside = (index >= 0) & (index <= size - 1)
-            weight = weight * jnp.where(inside, w, 0.0)
-            safe = jnp.clip(index, 0, size - 1).astype(jnp.int32)
-            flat_index = flat_index + safe * strides[axis]
-        values = jnp.take(flat, flat_index, axis=0, mode="clip").astype(compute_dtype)
-        out = out + weight[..., None] * values
-    return out
-
-
-# ----------------------------------------------------------------------------- public API
-
-
-def _compute_dtype(*dtypes: jnp.dtype) -> jnp.dtype:
-    return jnp.float64 if any(d == jnp.float64 for d in dtypes) else jnp.float32
+SAMPLER_IMPLEMENTATIONS = dispatch.IMPLEMENTATIONS
+"""Names accepted by :func:`sampler_implementation` and ``STN_JAX_SAMPLER_IMPLEMENTATION``."""
 
 
 def _resolve_layout(image: jax.Array, grid: jax.Array) -> tuple[int, bool]:
@@ -185,10 +80,16 @@ def _resolve_layout(image: jax.Array, grid: jax.Array) -> tuple[int, bool]:
     return ndim, batched
 
 
-def check_options(mode: str, padding_mode: str, ndim: int = 2) -> None:
-    """Raise ValueError for an unknown mode/padding or bicubic in 3-D."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+def check_options(mode: str, padding_mode: str, ndim: int) -> None:
+    """Raise ValueError for an unknown ``mode``/``padding_mode`` or bicubic with ``ndim != 2``.
+
+    Args:
+      mode: one of :data:`INTERPOLATION_MODES`.
+      padding_mode: one of :data:`PADDING_MODES`.
+      ndim: number of spatial dimensions (2 or 3).
+    """
+    if mode not in INTERPOLATION_MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {INTERPOLATION_MODES}")
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"unknown padding_mode {padding_mode!r}; expected one of {PADDING_MODES}")
     if mode == "bicubic" and ndim != 2:
@@ -222,19 +123,7 @@ def grid_sample(image: ArrayLike, grid: ArrayLike, *, mode: str = "bilinear",
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"{name} must be a floating-point array (float32, bfloat16, float16 "
                             f"or float64); got dtype {x.dtype}")
-    ndim, batched = _resolve_layout(image, grid)
+    ndim, _ = _resolve_layout(image, grid)
     check_options(mode, padding_mode, ndim)
-    from stn_jax import _bilinear, _blocked  # fast 2-D bilinear paths (they import this module)
-
-    fast = _bilinear.use_fast_path(mode, ndim)
-    options = dict(padding_mode=padding_mode, align_corners=bool(align_corners),
-                   compute_dtype=_compute_dtype(image.dtype, grid.dtype))
-    steps = (_blocked.steps_for(grid.shape[0], grid.shape[1] * grid.shape[2])
-             if fast and batched and _blocked.blocking_enabled() else 1)
-    if steps > 1:
-        out = _blocked.sample_batched(image, grid, steps=steps, **options)
-    else:
-        core = _bilinear.sample_one if fast else functools.partial(_sample_one, mode=mode)
-        fn: Callable[[jax.Array, jax.Array], jax.Array] = lambda im, g: core(im, g, **options)
-        out = jax.vmap(fn)(image, grid) if batched else fn(image, grid)
-    return out.astype(image.dtype)
+    return dispatch.sample(image, grid, mode=mode, padding_mode=padding_mode,
+                           align_corners=bool(align_corners))

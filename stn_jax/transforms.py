@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,23 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from stn_jax import grids
+
+__all__ = [
+    "MATRIX_KINDS",
+    "TRANSFORM_KINDS",
+    "Transform",
+    "affine_matrix",
+    "attention_matrix",
+    "compose_affine",
+    "get_transform",
+    "invert_affine",
+    "pixel_affine_to_theta",
+    "projective_matrix",
+    "rotation_params",
+    "similarity_matrix",
+    "to_homogeneous",
+    "translation_matrix",
+]
 
 TRANSFORM_KINDS = ("translation", "attention", "similarity", "affine", "projective", "tps")
 """Names accepted by :func:`get_transform`."""
@@ -88,9 +105,18 @@ def _rows(row0: list[jax.Array], row1: list[jax.Array]) -> jax.Array:
     return jnp.stack([jnp.stack(row0, axis=-1), jnp.stack(row1, axis=-1)], axis=-2)
 
 
-def rotation_params(angle: ArrayLike, scale: ArrayLike = 1.0, tx: ArrayLike = 0.0,
+def rotation_params(angle: ArrayLike, *, scale: ArrayLike = 1.0, tx: ArrayLike = 0.0,
                     ty: ArrayLike = 0.0) -> jax.Array:
-    """Similarity parameters ``(a, b, tx, ty)`` for a rotation ``angle`` (radians) and ``scale``."""
+    """Similarity parameters ``(a, b, tx, ty)`` for a rotation ``angle`` (radians) and ``scale``.
+
+    Args:
+      angle: rotation in radians, any shape (see :func:`similarity_matrix` for the direction).
+      scale: isotropic scale ``s`` (``a = s cos(angle)``, ``b = s sin(angle)``).
+      tx, ty: translation in normalised units.
+
+    Returns:
+      (..., 4) parameters of the ``similarity`` kind, broadcast over all inputs.
+    """
     angle, scale = jnp.asarray(angle), jnp.asarray(scale)
     tx, ty = jnp.broadcast_arrays(jnp.asarray(tx), jnp.asarray(ty))
     a, b = scale * jnp.cos(angle), scale * jnp.sin(angle)
@@ -141,21 +167,27 @@ def invert_affine(theta: ArrayLike) -> jax.Array:
     return jnp.linalg.inv(to_homogeneous(theta))[..., :-1, :]
 
 
-def pixel_affine_to_theta(matrix: ArrayLike, in_size: tuple[int, int],
-                          out_size: tuple[int, int] | None = None, *,
+def pixel_affine_to_theta(matrix: ArrayLike, in_size: tuple[int, int], *,
+                          size: tuple[int, int] | None = None,
                           align_corners: bool = False) -> jax.Array:
     """Convert a pixel-space 2x3 affine map to a normalised ``theta`` for ``affine_grid``.
 
     ``matrix`` maps output pixel coordinates ``(x, y)`` (x = column, y = row; pixel centres
     at integers) to source pixel coordinates, like the inverse map used by OpenCV's
-    ``warpAffine(..., WARP_INVERSE_MAP)``. ``in_size``/``out_size`` are ``(H, W)``.
+    ``warpAffine(..., WARP_INVERSE_MAP)``.
+
+    Args:
+      matrix: (..., 2, 3) pixel-space map, output -> source.
+      in_size: ``(H, W)`` of the source image.
+      size: ``(Ho, Wo)`` of the output; default ``in_size``.
+      align_corners: as in :func:`stn_jax.affine_grid`.
 
     Returns:
-      (..., 2, 3) matrix ``theta`` such that ``affine_grid(theta, out_size)`` samples the
+      (..., 2, 3) matrix ``theta`` such that ``affine_grid(theta, size)`` samples the
       same source points.
     """
-    out_size = in_size if out_size is None else out_size
-    to_pixel_out = to_homogeneous(grids.normalized_to_pixel_matrix(out_size, align_corners=align_corners))
+    size = in_size if size is None else size
+    to_pixel_out = to_homogeneous(grids.normalized_to_pixel_matrix(size, align_corners=align_corners))
     to_norm_in = to_homogeneous(grids.pixel_to_normalized_matrix(in_size, align_corners=align_corners))
     m = to_homogeneous(jnp.asarray(matrix))
     return (to_norm_in @ m @ to_pixel_out)[..., :2, :]

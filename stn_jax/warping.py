@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +10,10 @@ from jax.typing import ArrayLike
 
 from stn_jax import grids, sampling
 
+__all__ = ["warp"]
 
-def warp(image: ArrayLike, theta: ArrayLike, size: Sequence[int] | None = None, *,
+
+def warp(image: ArrayLike, theta: ArrayLike, *, size: Sequence[int] | None = None,
          mode: str = "bilinear", padding_mode: str = "zeros",
          align_corners: bool = False) -> jax.Array:
     """Affine-warp ``image``: ``grid_sample(image, affine_grid(theta, size))`` in one call.

@@ -1,4 +1,4 @@
-"""The cache-blocked derivative (stn_jax._blocked): exact parity with the unblocked sampler, dispatch."""
+"""The cache-blocked derivative (stn_jax._src.blocked): exact parity with the unblocked sampler, dispatch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import stn_jax
-from stn_jax import _bilinear, _blocked
+from stn_jax._src import bilinear, blocked, dispatch
 
 CASES = list(itertools.product(("zeros", "border", "reflection"), (False, True)))
 
@@ -27,32 +27,32 @@ def _problem(seed=0, n=8, h=5, w=7, c=2, ho=4, wo=6):
 
 def _pair(padding_mode, align_corners, steps=4):
     options = dict(padding_mode=padding_mode, align_corners=align_corners, compute_dtype=jnp.float32)
-    blocked = lambda a, g: _blocked.sample_batched(a, g, steps=steps, **options)  # noqa: E731
-    plain = jax.vmap(lambda a, g: _bilinear.sample_one(a, g, **options))
-    return blocked, plain
+    chunked = lambda a, g: blocked.sample_batched(a, g, steps=steps, **options)  # noqa: E731
+    plain = jax.vmap(lambda a, g: bilinear.sample_one(a, g, **options))
+    return chunked, plain
 
 
 @pytest.mark.parametrize("padding_mode,align_corners", CASES)
 def test_values_and_reverse_mode_equal_the_unblocked_sampler(padding_mode, align_corners):
     image, grid, ct = _problem()
-    blocked, plain = _pair(padding_mode, align_corners)
-    np.testing.assert_array_equal(blocked(image, grid), plain(image, grid))
+    chunked, plain = _pair(padding_mode, align_corners)
+    np.testing.assert_array_equal(chunked(image, grid), plain(image, grid))
     for argnums in ((0, 1), 0, 1):
-        got = jax.jit(jax.grad(lambda a, g: jnp.vdot(blocked(a, g), ct), argnums=argnums))(image, grid)
+        got = jax.jit(jax.grad(lambda a, g: jnp.vdot(chunked(a, g), ct), argnums=argnums))(image, grid)
         want = jax.jit(jax.grad(lambda a, g: jnp.vdot(plain(a, g), ct), argnums=argnums))(image, grid)
-        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
             assert np.all(np.isfinite(x))
 
 
 def test_forward_mode_second_order_and_vmap_equal_the_unblocked_sampler():
     image, grid, ct = _problem(seed=1)
-    blocked, plain = _pair("zeros", False, steps=2)
+    chunked, plain = _pair("zeros", False, steps=2)
     rng = np.random.default_rng(2)
     t_image = jnp.asarray(rng.standard_normal(image.shape), jnp.float32)
     t_grid = jnp.asarray(rng.standard_normal(grid.shape), jnp.float32)
     primals, tangents = (image, grid), (t_image, t_grid)
-    (o1, t1), (o2, t2) = jax.jvp(blocked, primals, tangents), jax.jvp(plain, primals, tangents)
+    (o1, t1), (o2, t2) = jax.jvp(chunked, primals, tangents), jax.jvp(plain, primals, tangents)
     np.testing.assert_allclose(o1, o2, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(t1, t2, rtol=1e-5, atol=1e-5)
     # Hessian-vector product w.r.t. the grid of a loss that also depends on the image gradient.
@@ -61,12 +61,12 @@ def test_forward_mode_second_order_and_vmap_equal_the_unblocked_sampler():
             gi = jax.grad(lambda a: jnp.sum(fn(a, g) ** 2))(image)
             return jnp.sum(gi ** 2)
         return f
-    hv1 = jax.jvp(jax.grad(loss(blocked)), (grid,), (t_grid,))[1]
+    hv1 = jax.jvp(jax.grad(loss(chunked)), (grid,), (t_grid,))[1]
     hv2 = jax.jvp(jax.grad(loss(plain)), (grid,), (t_grid,))[1]
     np.testing.assert_allclose(hv1, hv2, rtol=1e-4, atol=1e-4)
     # vmap over an extra leading axis.
     stacked = jnp.stack([image, image[::-1]]), jnp.stack([grid, grid[::-1]])
-    g1 = jax.vmap(jax.grad(lambda a, g: jnp.vdot(blocked(a, g), ct)))(*stacked)
+    g1 = jax.vmap(jax.grad(lambda a, g: jnp.vdot(chunked(a, g), ct)))(*stacked)
     g2 = jax.vmap(jax.grad(lambda a, g: jnp.vdot(plain(a, g), ct)))(*stacked)
     np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-6)
 
@@ -74,20 +74,20 @@ def test_forward_mode_second_order_and_vmap_equal_the_unblocked_sampler():
 def test_steps_must_divide_the_batch():
     image, grid, _ = _problem(n=6)
     with pytest.raises(ValueError, match="positive divisor of the batch size 6"):
-        _blocked.sample_batched(image, grid, padding_mode="zeros", align_corners=False,
-                                compute_dtype=jnp.float32, steps=4)
+        blocked.sample_batched(image, grid, padding_mode="zeros", align_corners=False,
+                               compute_dtype=jnp.float32, steps=4)
 
 
 @pytest.mark.parametrize("batch,points,expected", [
-    (256, 28 * 28, 1),        # below MIN_POINTS: the measured slowdown case
-    (256, 60 * 60, 8),        # MIN_STEPS
+    (256, 28 * 28, 1),        # below BLOCK_MIN_POINTS: the measured slowdown case
+    (256, 60 * 60, 8),        # BLOCK_MIN_STEPS
     (32, 224 * 224, 8),       # 1.6M points: 8 steps of 200K (4 examples)
     (64, 96 * 96, 8),
     (257, 60 * 60, 1),        # prime batch: the only divisor leaves 3600 points per step
     (2, 1024 * 1024, 2),      # fewer examples than MIN_STEPS
 ])
-def test_steps_for(batch, points, expected):
-    steps = _blocked.steps_for(batch, points)
+def test_blocked_steps(batch, points, expected):
+    steps = dispatch.blocked_steps(batch, points)
     assert steps == expected
     assert batch % steps == 0
 
@@ -100,17 +100,20 @@ def _grad_jaxpr(argnums):
 
 def test_grid_sample_blocks_the_image_gradient_only_when_enabled(monkeypatch):
     # The test process has 8 CPU devices (conftest), where blocking is off by design.
-    assert not _blocked.blocking_enabled()
+    assert not dispatch.on_single_cpu_device()
+    assert dispatch.choose_kernel("bilinear", 2, batch=256, points_per_example=60 * 60) == ("window", 1)
     assert "scan" not in _grad_jaxpr((0, 1))[0]
     # As on a one-device CPU process (the "auto" check stays).
-    monkeypatch.setattr(_blocked, "blocking_enabled", _bilinear.auto_paths_allowed)
-    monkeypatch.setattr(_blocked, "steps_for", lambda batch, points: 4)
+    monkeypatch.setattr(dispatch, "on_single_cpu_device", lambda: True)
+    monkeypatch.setattr(dispatch, "blocked_steps", lambda batch, points: 4)
+    assert dispatch.choose_kernel("bilinear", 2, batch=8, points_per_example=24) == ("blocked", 4)
+    assert dispatch.choose_kernel("bilinear", 2) == ("window", 1)  # unbatched: never blocked
     text, (image, grid, ct, loss) = _grad_jaxpr((0, 1))
     assert "scan" in text
     assert "scan" not in _grad_jaxpr(1)[0]  # constant image: the unblocked grid-only rule
     got = jax.grad(loss, argnums=(0, 1))(image, grid)
-    with _bilinear.sampler_implementation("fast"):  # pins the unblocked path
+    with stn_jax.sampler_implementation("fast"):  # pins the unblocked path
         assert "scan" not in _grad_jaxpr((0, 1))[0]
         want = jax.grad(loss, argnums=(0, 1))(image, grid)
-    for x, y in zip(got, want):
+    for x, y in zip(got, want, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Parity of the fast paths (stn_jax._bilinear, stn_jax._affine) with the generic sampler and PyTorch."""
+"""Parity of the fast paths (stn_jax._src.bilinear, stn_jax._src.affine_grid) with the generic
+sampler and PyTorch; which kernel the dispatch picks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import stn_jax
-from stn_jax import _affine, _bilinear
+from stn_jax._src import affine_grid, dispatch
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -41,7 +42,7 @@ def _with_integer_points(grid, h, w, align_corners):
 
 
 def _run(impl, image, grid, ct, padding_mode, align_corners):
-    with _bilinear.sampler_implementation(impl):
+    with stn_jax.sampler_implementation(impl):
         def loss(a, g):
             out = stn_jax.grid_sample(a, g, padding_mode=padding_mode, align_corners=align_corners)
             return jnp.vdot(out, ct)
@@ -60,18 +61,20 @@ def _torch(image, grid, ct, padding_mode, align_corners):
 
 
 def test_fast_path_is_the_default_for_2d_bilinear():
-    assert _bilinear.use_fast_path("bilinear", 2)
-    assert not _bilinear.use_fast_path("nearest", 2)
-    assert not _bilinear.use_fast_path("bicubic", 2)
-    assert not _bilinear.use_fast_path("bilinear", 3)
-    with _bilinear.sampler_implementation("generic"):
-        assert not _bilinear.use_fast_path("bilinear", 2)
-    assert _bilinear.use_fast_path("bilinear", 2)
+    assert dispatch.choose_kernel("bilinear", 2) == ("window", 1)
+    assert dispatch.choose_kernel("nearest", 2) == ("generic", 1)
+    assert dispatch.choose_kernel("bicubic", 2) == ("generic", 1)
+    assert dispatch.choose_kernel("bilinear", 3) == ("generic", 1)
+    with stn_jax.sampler_implementation("generic"):
+        assert dispatch.choose_kernel("bilinear", 2) == ("generic", 1)
+    with stn_jax.sampler_implementation("fast"):
+        assert dispatch.choose_kernel("bilinear", 2) == ("window", 1)
+    assert dispatch.choose_kernel("bilinear", 2) == ("window", 1)
 
 
 def test_unknown_implementation_raises():
     with pytest.raises(ValueError, match="unknown sampler implementation"):
-        with _bilinear.sampler_implementation("pallas"):
+        with stn_jax.sampler_implementation("pallas"):
             pass
 
 
@@ -81,7 +84,7 @@ def test_fast_matches_torch_values_and_both_gradients(padding_mode, align_corner
     grid = _with_integer_points(grid, 5, 7, align_corners)
     want = _torch(image, grid, ct, padding_mode, align_corners)
     got = _run("fast", image, grid, ct, padding_mode, align_corners)
-    for name, g, w in zip(("output", "image grad", "grid grad"), got, want):
+    for name, g, w in zip(("output", "image grad", "grid grad"), got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5, err_msg=name)
 
 
@@ -95,7 +98,7 @@ def test_fast_matches_generic_with_non_finite_and_huge_coordinates(padding_mode,
     grid[1, 1, 0] = [-3.0, 5.0]
     fast = _run("fast", image, grid, ct, padding_mode, align_corners)
     generic = _run("generic", image, grid, ct, padding_mode, align_corners)
-    for g, w in zip(fast, generic):
+    for g, w in zip(fast, generic, strict=True):
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5)
     # non-finite points: zero output and zero grid gradient in every padding mode
@@ -108,7 +111,7 @@ def test_second_order_and_forward_mode_match_generic(padding_mode):
     image, grid, ct = _problem(seed=2, n=1, h=4, w=5, c=1, ho=3, wo=3)
 
     def derived(impl):
-        with _bilinear.sampler_implementation(impl):
+        with stn_jax.sampler_implementation(impl):
             def loss(a, g):
                 return jnp.vdot(stn_jax.grid_sample(a, g, padding_mode=padding_mode), ct)
 
@@ -122,7 +125,7 @@ def test_second_order_and_forward_mode_match_generic(padding_mode):
             hess = jax.hessian(lambda g: loss(image, g))(grid)
         return [np.asarray(x) for x in (*second, tangent, hess)]
 
-    for f, g in zip(derived("fast"), derived("generic")):
+    for f, g in zip(derived("fast"), derived("generic"), strict=True):
         np.testing.assert_allclose(f, g, rtol=1e-5, atol=1e-5)
 
 
@@ -137,7 +140,7 @@ def test_vmap_jit_checkpoint_and_unbatched_agree():
 
     plain = jax.grad(loss, argnums=(0, 1))(image, grid)
     remat = jax.jit(jax.grad(jax.checkpoint(loss), argnums=(0, 1)))(image, grid)
-    for p, r in zip(plain, remat):
+    for p, r in zip(plain, remat, strict=True):
         np.testing.assert_allclose(p, r, rtol=1e-6, atol=1e-6)
 
 
@@ -147,7 +150,7 @@ def test_half_precision_inputs_follow_the_dtype_policy(dtype):
     img_h = jnp.asarray(image, dtype)
     out = stn_jax.grid_sample(img_h, jnp.asarray(grid, dtype))
     assert out.dtype == dtype
-    with _bilinear.sampler_implementation("generic"):
+    with stn_jax.sampler_implementation("generic"):
         want = stn_jax.grid_sample(img_h, jnp.asarray(grid, dtype))
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(want, np.float32), atol=1e-2)
     gi, gg = jax.grad(lambda a, g: jnp.sum(stn_jax.grid_sample(a, g).astype(jnp.float32)),
@@ -170,7 +173,7 @@ def test_affine_grid_values_and_derivatives_match_torch(size, align_corners):
     np.testing.assert_allclose(got, tt.grad.numpy(), rtol=1e-5, atol=1e-5)
     # forward mode: the grid is linear in theta, so its JVP along t is the grid of t itself.
     t = rng.standard_normal(theta.shape).astype(np.float32)
-    tangent = jax.jvp(lambda th: _affine.affine_grid(th, size, align_corners), (theta,), (t,))[1]
+    tangent = jax.jvp(lambda th: affine_grid.affine_grid(th, size, align_corners), (theta,), (t,))[1]
     np.testing.assert_allclose(tangent, stn_jax.affine_grid(t, size, align_corners=align_corners),
                                rtol=1e-5, atol=1e-5)
 
@@ -182,7 +185,7 @@ def test_warp_fast_path_matches_generic_gradients_wrt_image_and_theta():
     ct = rng.standard_normal((3, 9, 8, 2)).astype(np.float32)
     results = {}
     for impl in ("fast", "generic"):
-        with _bilinear.sampler_implementation(impl):
+        with stn_jax.sampler_implementation(impl):
             results[impl] = jax.grad(lambda a, t: jnp.vdot(stn_jax.warp(a, t), ct), argnums=(0, 1))(image, theta)
-    for f, g in zip(results["fast"], results["generic"]):
+    for f, g in zip(results["fast"], results["generic"], strict=True):
         np.testing.assert_allclose(f, g, rtol=1e-5, atol=1e-5)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,21 +44,37 @@ def test_pixel_normalized_round_trip(h, w, align_corners, seed):
     np.testing.assert_allclose(np.asarray(centres), np.asarray(ident), atol=1e-6)
 
 
-@pytest.mark.parametrize("align_corners", [False, True])
-def test_pixel_affine_to_theta_matches_hand_computed_translation(align_corners):
-    h, w = 4, 8
-    theta = np.asarray(stn_jax.pixel_affine_to_theta(np.array([[1.0, 0, 2.0], [0, 1.0, -1.0]]), (h, w),
-                                                     align_corners=align_corners))
-    # a shift of 2 px in x and -1 px in y is 2 * (2 / W) and -1 * (2 / H) normalised units
-    # (2 / (W - 1), 2 / (H - 1) with align_corners=True)
-    sx, sy = (2 / (w - 1), 2 / (h - 1)) if align_corners else (2 / w, 2 / h)
-    np.testing.assert_allclose(theta, [[1, 0, 2 * sx], [0, 1, -1 * sy]], atol=1e-6)
-    # different output size: the scale part maps output pixels to input pixels 1:1
-    t2 = np.asarray(stn_jax.pixel_affine_to_theta(np.eye(2, 3), (h, w), (2, 4)))
-    grid = stn_jax.affine_grid(t2[None], (2, 4))
-    pix = stn_jax.normalized_to_pixel(grid, (h, w))
-    cols, rows = np.meshgrid(np.arange(4), np.arange(2))
-    np.testing.assert_allclose(np.asarray(pix[0]), np.stack([cols, rows], -1), atol=1e-5)
+class VariantsTest(chex.TestCase):
+    """Grid generators under every chex variant (with and without jit, on device, pmapped)."""
+
+    @chex.all_variants
+    @parameterized.parameters(False, True)
+    def test_pixel_affine_to_theta_matches_hand_computed_translation(self, align_corners):
+        h, w = 4, 8
+        to_theta = self.variant(
+            lambda m: stn_jax.pixel_affine_to_theta(m, (h, w), align_corners=align_corners))
+        theta = np.asarray(to_theta(np.array([[1.0, 0, 2.0], [0, 1.0, -1.0]], np.float32)))
+        # a shift of 2 px in x and -1 px in y is 2 * (2 / W) and -1 * (2 / H) normalised units
+        # (2 / (W - 1), 2 / (H - 1) with align_corners=True)
+        sx, sy = (2 / (w - 1), 2 / (h - 1)) if align_corners else (2 / w, 2 / h)
+        np.testing.assert_allclose(theta, [[1, 0, 2 * sx], [0, 1, -1 * sy]], atol=1e-6)
+        # different output size: the scale part maps output pixels to input pixels 1:1
+        to_pixels = self.variant(lambda m: stn_jax.normalized_to_pixel(
+            stn_jax.affine_grid(stn_jax.pixel_affine_to_theta(m, (h, w), size=(2, 4))[None], (2, 4)),
+            (h, w)))
+        pix = to_pixels(np.eye(2, 3, dtype=np.float32))
+        cols, rows = np.meshgrid(np.arange(4), np.arange(2))
+        np.testing.assert_allclose(np.asarray(pix[0]), np.stack([cols, rows], -1), atol=1e-5)
+
+    @chex.all_variants
+    @parameterized.product(control_grid=((4, 4), (2, 3)), align_corners=(False, True))
+    def test_tps_zero_displacement_is_identity(self, control_grid, align_corners):
+        k = control_grid[0] * control_grid[1]
+        tps = self.variant(lambda d: stn_jax.tps_grid(d, (5, 6), control_grid=control_grid,
+                                                      align_corners=align_corners))
+        g = tps(np.zeros((2, k, 2), np.float32))
+        ident = stn_jax.identity_grid((5, 6), align_corners=align_corners)
+        np.testing.assert_allclose(np.asarray(g), np.broadcast_to(ident, g.shape), atol=1e-6)
 
 
 @SETTINGS
@@ -77,16 +95,6 @@ def test_projective_grid_behind_horizon_is_outside():
     assert np.all(np.isinf(g[:, :2])) and np.all(np.isfinite(g[:, 2:]))
     out = stn_jax.grid_sample(np.ones((2, 4, 1), np.float32), g, padding_mode="border")
     assert np.all(np.asarray(out)[:, :2] == 0) and np.all(np.asarray(out)[:, 2:] == 1)
-
-
-@pytest.mark.parametrize("control_grid", [(4, 4), (2, 3)])
-@pytest.mark.parametrize("align_corners", [False, True])
-def test_tps_zero_displacement_is_identity(control_grid, align_corners):
-    k = control_grid[0] * control_grid[1]
-    g = stn_jax.tps_grid(np.zeros((2, k, 2), np.float32), (5, 6), control_grid=control_grid,
-                         align_corners=align_corners)
-    ident = stn_jax.identity_grid((5, 6), align_corners=align_corners)
-    np.testing.assert_allclose(np.asarray(g), np.broadcast_to(ident, g.shape), atol=1e-6)
 
 
 @SETTINGS

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import stn_jax
 
@@ -35,7 +36,7 @@ def test_sharded_batch_matches_single_device(mode):
     assert grads[1].sharding.is_equivalent_to(sharding, image.ndim)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(float(loss_v), float(ref_loss), rtol=1e-5)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
@@ -51,7 +52,7 @@ def test_sharded_3d_grid_sample():
     f = jax.jit(jax.grad(lambda im, g: jnp.sum(stn_jax.grid_sample(im, g) ** 2), argnums=(0, 1)))
     ref = f(image, grid)
     got = f(jax.device_put(image, sharding), jax.device_put(grid, sharding))
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
@@ -67,7 +68,7 @@ def test_sharded_axis_aligned_warp():
     shift = rng.uniform(-0.5, 0.5, (16, 2)).astype(np.float32)
 
     def loss(im, s, t):
-        out = stn_jax.axis_aligned_warp(im, s, t, (5, 6))
+        out = stn_jax.axis_aligned_warp(im, s, t, size=(5, 6))
         return jnp.sum(out ** 2), out
 
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
@@ -75,5 +76,5 @@ def test_sharded_axis_aligned_warp():
     (_, out), grads = step(*(jax.device_put(a, sharding) for a in (image, scale, shift)))
     assert out.sharding.is_equivalent_to(sharding, out.ndim)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-6, atol=1e-6)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -176,5 +176,5 @@ def test_warp_matches_torch_affine_pipeline():
         t_grid = F.affine_grid(torch.tensor(theta), (2, 2, 4, 7), align_corners=ac)
         want = F.grid_sample(torch.tensor(image).permute(0, 3, 1, 2), t_grid, padding_mode=pad,
                              align_corners=ac).permute(0, 2, 3, 1).numpy()
-        got = stn_jax.warp(image, theta, (4, 7), padding_mode=pad, align_corners=ac)
+        got = stn_jax.warp(image, theta, size=(4, 7), padding_mode=pad, align_corners=ac)
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)

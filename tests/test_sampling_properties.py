@@ -1,11 +1,17 @@
-"""Invariants of grid_sample: round trips, shifts, rotations, channels, dtypes, transformations."""
+"""Invariants of grid_sample: round trips, shifts, rotations, channels, dtypes, transformations.
+
+The chex test cases run each check under every chex variant (with and without jit, on device,
+and pmapped), as dm-pix does.
+"""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -54,30 +60,34 @@ def test_integer_pixel_translation_is_a_shift(dx, dy, padding):
     np.testing.assert_allclose(out[0], want, atol=1e-5)
 
 
-@pytest.mark.parametrize("align_corners", [False, True])
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_rotation_by_90_degrees_equals_rot90(k, align_corners):
-    n = 5  # square, so a rotation about the centre maps pixel centres onto pixel centres
-    image = _image(k, (1, n, n, 2))
-    params = stn_jax.rotation_params(k * np.pi / 2)
-    theta = stn_jax.get_transform("similarity").matrix(params[None])
-    theta = jnp.round(theta)  # exact 0/+-1 entries (cos(pi/2) is 6e-17, not 0)
-    out = np.asarray(stn_jax.warp(image, theta, align_corners=align_corners))
-    # theta maps output (x, y) to source (x cos - y sin, x sin + y cos); for 90 deg the source
-    # of output (row i, col j) is (row j, col n-1-i): numpy's rot90 over (rows, cols).
-    want = np.rot90(image[0], k=k, axes=(0, 1))
-    np.testing.assert_allclose(out[0], want, atol=1e-5)
+class VariantsTest(chex.TestCase):
 
+    @chex.all_variants
+    @parameterized.product(k=(1, 2, 3), align_corners=(False, True))
+    def test_rotation_by_90_degrees_equals_rot90(self, k, align_corners):
+        n = 5  # square, so a rotation about the centre maps pixel centres onto pixel centres
+        image = _image(k, (1, n, n, 2))
+        params = stn_jax.rotation_params(k * np.pi / 2)
+        theta = stn_jax.get_transform("similarity").matrix(params[None])
+        theta = jnp.round(theta)  # exact 0/+-1 entries (cos(pi/2) is 6e-17, not 0)
+        warp = self.variant(lambda a, t: stn_jax.warp(a, t, align_corners=align_corners))
+        out = np.asarray(warp(image, theta))
+        # theta maps output (x, y) to source (x cos - y sin, x sin + y cos); for 90 deg the source
+        # of output (row i, col j) is (row j, col n-1-i): numpy's rot90 over (rows, cols).
+        want = np.rot90(image[0], k=k, axes=(0, 1))
+        np.testing.assert_allclose(out[0], want, atol=1e-5)
 
-@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
-def test_each_channel_alone_equals_multichannel(mode):
-    rng = np.random.default_rng(0)
-    image = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
-    grid = rng.uniform(-1.2, 1.2, (2, 4, 3, 2)).astype(np.float32)
-    full = stn_jax.grid_sample(image, grid, mode=mode, padding_mode="reflection")
-    for c in range(3):
-        one = stn_jax.grid_sample(image[..., c:c + 1], grid, mode=mode, padding_mode="reflection")
-        np.testing.assert_allclose(np.asarray(one), np.asarray(full[..., c:c + 1]), atol=1e-6)
+    @chex.all_variants
+    @parameterized.parameters("bilinear", "nearest", "bicubic")
+    def test_each_channel_alone_equals_multichannel(self, mode):
+        rng = np.random.default_rng(0)
+        image = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
+        grid = rng.uniform(-1.2, 1.2, (2, 4, 3, 2)).astype(np.float32)
+        sample = self.variant(lambda a, g: stn_jax.grid_sample(a, g, mode=mode, padding_mode="reflection"))
+        full = sample(image, grid)
+        for c in range(3):
+            one = sample(image[..., c:c + 1], grid)
+            np.testing.assert_allclose(np.asarray(one), np.asarray(full[..., c:c + 1]), atol=1e-6)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -104,7 +114,7 @@ def test_grad_and_checkpoint_agree():
 
     plain = jax.grad(loss, argnums=(0, 1))(theta, image)
     remat = jax.jit(jax.grad(jax.checkpoint(loss), argnums=(0, 1)))(theta, image)
-    for a, b in zip(plain, remat):
+    for a, b in zip(plain, remat, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(plain[0]).sum()) > 0
 

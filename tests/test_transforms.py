@@ -43,7 +43,7 @@ def test_matrices_of_each_kind():
     p = np.arange(8, dtype=np.float32)
     np.testing.assert_allclose(np.asarray(transforms.projective_matrix(p)),
                                np.append(p, 1).reshape(3, 3))
-    sim = np.asarray(stn_jax.rotation_params(np.pi / 6, 2.0, 0.1, 0.2))
+    sim = np.asarray(stn_jax.rotation_params(np.pi / 6, scale=2.0, tx=0.1, ty=0.2))
     np.testing.assert_allclose(sim, [2 * np.cos(np.pi / 6), 2 * np.sin(np.pi / 6), 0.1, 0.2], atol=1e-6)
 
 

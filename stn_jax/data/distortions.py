@@ -221,10 +221,6 @@ class Elastic:
         _check_digits(digits, self.num_digits, "Elastic")
         k = self.control_grid[0] * self.control_grid[1]
         disp = jax.random.normal(key, (k, 2), jnp.float32) * (self.sigma * 2 / DIGIT_SIZE)
-        # grids.tps_grid builds (and caches) its basis with eager numpy on first use; under a
-        # fresh jit trace that fails in jax 0.10 (jnp.asarray is staged), so build it eagerly.
-        with jax.ensure_compile_time_eval():
-            grids._tps_basis((DIGIT_SIZE, DIGIT_SIZE), tuple(self.control_grid), False)
         grid = grids.tps_grid(disp, (28, 28), control_grid=self.control_grid, align_corners=False)
         return _warp(digits[0], grid)
 

@@ -1,7 +1,7 @@
-"""Fast path for 2-D bilinear ``grid_sample``: one 2x2xC window gather, a hand-written JVP.
+"""Fast path for 2-D bilinear sampling: one 2x2xC window gather, a hand-written JVP.
 
-Same semantics as the generic per-tap sampler in :mod:`stn_jax.sampling` (PyTorch's
-``grid_sample``; every padding mode, ``align_corners``, non-finite grid values read as
+Same semantics as the generic per-tap sampler (:mod:`stn_jax._src.generic`; PyTorch's
+``grid_sample``, every padding mode, ``align_corners``, non-finite grid values read as
 outside, the same dtype policy and gradients, including exactly at integer positions),
 but organised for speed:
 
@@ -22,67 +22,21 @@ An undifferentiated call evaluates the generic per-tap forward (it fuses into on
 XLA:CPU and measured as fast); the window gather is used by the derivative rule, where the
 four gathered values also give the grid gradient.
 
-Padding ``border``/``reflection`` and ``align_corners`` reuse the generic coordinate code
-(:func:`stn_jax.sampling._unnormalize`, :func:`stn_jax.sampling._apply_padding`), whose
-derivative (zero where clamped, sign flip where reflected) enters through ``jax.jvp``.
-
-Expert override: :func:`sampler_implementation` (``"auto"``, ``"fast"``, ``"generic"``)
-selects the path at trace time; ``"auto"`` (the default) takes this fast path for every
-2-D bilinear call (and lets the spatial-transformer modules use the matrix-product path of
-:mod:`stn_jax.separable` for axis-aligned kinds, and large CPU batches the cache-blocked
-image gradient of :mod:`stn_jax._blocked`).
+Padding ``border``/``reflection`` and ``align_corners`` reuse the shared coordinate code
+(:func:`stn_jax._src.coordinates.unnormalize`, :func:`stn_jax._src.coordinates.apply_padding`),
+whose derivative (zero where clamped, sign flip where reflected) enters through ``jax.jvp``.
+When this path runs is decided by :mod:`stn_jax._src.dispatch`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from stn_jax import sampling
-
-IMPLEMENTATIONS = ("auto", "fast", "generic")
-_impl = "auto"
-
-
-@contextlib.contextmanager
-def sampler_implementation(name: str) -> Iterator[None]:
-    """Expert override of the 2-D bilinear sampler implementation, read at trace time.
-
-    ``"auto"`` (default): the fast window-gather path for 2-D bilinear sampling, the
-    matrix-product path for the modules' axis-aligned kinds where it is faster, and (one-device
-    CPU, large batches) the cache-blocked image gradient of :mod:`stn_jax._blocked`;
-    ``"fast"``: the window-gather path only; ``"generic"``: the per-tap reference implementation.
-    Functions already traced under ``jit`` keep the implementation they were traced with.
-    """
-    global _impl
-    if name not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown sampler implementation {name!r}; expected one of {IMPLEMENTATIONS}")
-    previous, _impl = _impl, name
-    try:
-        yield
-    finally:
-        _impl = previous
-
-
-def auto_paths_allowed() -> bool:
-    """Whether ``"auto"`` is selected, so that its situational paths may be taken.
-
-    Those are the matrix-product path for axis-aligned warps (:mod:`stn_jax.separable`) and the
-    cache-blocked derivative of large batches on CPU (:mod:`stn_jax._blocked`); ``"fast"`` and
-    ``"generic"`` pin the plain gather samplers.
-    """
-    return _impl == "auto"
-
-
-def use_fast_path(mode: str, ndim: int) -> bool:
-    """Whether :func:`stn_jax.grid_sample` should dispatch to :func:`sample_one`."""
-    return _impl != "generic" and mode == "bilinear" and ndim == 2
-
+from stn_jax._src import coordinates, generic
 
 # ----------------------------------------------------------------------------- pieces
 
@@ -97,10 +51,10 @@ def _coords(grid: jax.Array, height: int, width: int, padding_mode: str,
     finite = jnp.isfinite(x) & jnp.isfinite(y)
     x = jnp.where(finite, x, 0.0)
     y = jnp.where(finite, y, 0.0)
-    ix = sampling._apply_padding(sampling._unnormalize(x, width, align_corners), width,
-                                 padding_mode, align_corners)
-    iy = sampling._apply_padding(sampling._unnormalize(y, height, align_corners), height,
-                                 padding_mode, align_corners)
+    ix = coordinates.apply_padding(coordinates.unnormalize(x, width, align_corners), width,
+                                   padding_mode, align_corners)
+    iy = coordinates.apply_padding(coordinates.unnormalize(y, height, align_corners), height,
+                                   padding_mode, align_corners)
     return ix, iy
 
 
@@ -133,8 +87,7 @@ def _difference_windows(padded: jax.Array, starts: jax.Array) -> tuple[jax.Array
     grid-gradient loop instead of storing the (Ho, Wo, 2, 2, C) window that the x and y
     derivatives would otherwise share (32x224x224x3: theta gradient ~25% faster). With one
     channel XLA already keeps the window gather inside that loop and the two extra difference
-    images do not pay, so that case reads the window
-    (``experiments/perf_probes/difference_windows.py``, ``experiments/NOTES-performance.md``).
+    images do not pay, so that case reads the window (``docs/design/performance.md``).
     """
     rows, cols, channels = padded.shape
     across = (padded[:, 1:] - padded[:, :-1]).reshape(rows, (cols - 1) * channels)
@@ -190,8 +143,8 @@ def _sample(image: jax.Array, grid: jax.Array, padding_mode: str, align_corners:
             compute_dtype: jnp.dtype) -> jax.Array:
     # Undifferentiated calls use the generic per-tap forward: on XLA:CPU it fuses into one
     # loop and measured as fast or faster than the window gather (up to ~1.3x at 224x224x3).
-    return sampling._sample_one(image, grid, mode="bilinear", padding_mode=padding_mode,
-                                align_corners=align_corners, compute_dtype=compute_dtype)
+    return generic.sample_one(image, grid, mode="bilinear", padding_mode=padding_mode,
+                              align_corners=align_corners, compute_dtype=compute_dtype)
 
 
 @_sample.defjvp

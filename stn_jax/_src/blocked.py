@@ -1,6 +1,6 @@
 """Cache-blocked derivative of the batched 2-D bilinear sampler (XLA:CPU, large batches).
 
-The reverse pass of :func:`stn_jax._bilinear.sample_one` under ``vmap`` materialises several
+The reverse pass of :func:`stn_jax._src.bilinear.sample_one` under ``vmap`` materialises several
 arrays with one or more entries per output point (scatter indices, the (P, 2, 2C) update
 array of the image-gradient scatter, the gathered windows for the grid gradient). When the
 batch has many output points these arrays no longer fit in the CPU caches and every pass
@@ -14,15 +14,12 @@ per-example computations; only the order in which examples are processed changes
   forward measured ~2x slower).
 * Only when the image tangent is non-zero: with a constant image (the usual spatial-
   transformer case, gradients w.r.t. theta only) the grid-only derivative has no scatter and
-  blocking made it slower (``experiments/perf_probes/blocked_backward.py``), so that case keeps
-  the unblocked rule. Symbolic-zero tangents tell the two apart at trace time.
-* Only on a single-device CPU process, for batches of at least :data:`MIN_POINTS` output points
-  (:func:`steps_for`). Accelerators have no such cache cliff, and a scan over the batch would
-  fight a batch-sharded mesh.
+  blocking made it slower, so that case keeps the unblocked rule. Symbolic-zero tangents tell
+  the two apart at trace time.
 
-Measured on the 2-core CPU (``experiments/results/perf_probe_blocked_backward_cpu.txt``):
-forward+backward of 256x60x60x1 ~12% faster with 8-64 steps, 32x224x224x3 ~5-9% faster with
-8-16 steps, 256x28x28x1 slower with any blocking (hence the threshold).
+When it runs and with how many steps (one-device CPU, large batches) is decided by
+:func:`stn_jax._src.dispatch.choose_kernel` and :func:`stn_jax._src.dispatch.blocked_steps`;
+measurements in ``docs/design/performance.md``.
 """
 
 from __future__ import annotations
@@ -34,38 +31,12 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from stn_jax import _bilinear
-
-MIN_POINTS = 512 * 1024  # batches with fewer output points (N * Ho * Wo) are not blocked
-MIN_STEPS = 8
-MAX_POINTS_PER_STEP = 200 * 1024
-MIN_POINTS_PER_STEP = 16 * 1024  # smaller steps: loop overhead outweighs the cache gain
-
-
-def blocking_enabled() -> bool:
-    """Whether batched calls may block their derivative: ``"auto"`` on a one-device CPU process."""
-    return (_bilinear.auto_paths_allowed() and jax.default_backend() == "cpu"
-            and jax.device_count() == 1)
-
-
-def steps_for(batch: int, points_per_example: int) -> int:
-    """Number of batch chunks for the blocked derivative; 1 means "do not block".
-
-    At least :data:`MIN_STEPS` and at most :data:`MAX_POINTS_PER_STEP` output points per step,
-    rounded up to a divisor of ``batch``; 1 below :data:`MIN_POINTS` or when the only fitting
-    divisor would leave fewer than :data:`MIN_POINTS_PER_STEP` points per step.
-    """
-    total = batch * points_per_example
-    if total < MIN_POINTS:
-        return 1
-    wanted = max(MIN_STEPS, -(-total // MAX_POINTS_PER_STEP))
-    steps = next(s for s in range(min(wanted, batch), batch + 1) if batch % s == 0)
-    return steps if total // steps >= MIN_POINTS_PER_STEP else 1
+from stn_jax._src import bilinear
 
 
 def _vmapped(padding_mode: str, align_corners: bool, compute_dtype: jnp.dtype):
-    return jax.vmap(functools.partial(_bilinear.sample_one, padding_mode=padding_mode,
-                                      align_corners=align_corners, compute_dtype=compute_dtype))
+    return jax.vmap(functools.partial(bilinear.sample_one, padding_mode=padding_mode,
+                                     align_corners=align_corners, compute_dtype=compute_dtype))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
@@ -107,7 +78,7 @@ def sample_batched(image: jax.Array, grid: jax.Array, *, padding_mode: str, alig
                    compute_dtype: jnp.dtype, steps: int) -> jax.Array:
     """Batched 2-D bilinear sampling, image (N, H, W, C), grid (N, Ho, Wo, 2) -> (N, Ho, Wo, C).
 
-    Equal to ``vmap(_bilinear.sample_one)`` in value and in every derivative; reverse mode
+    Equal to ``vmap(bilinear.sample_one)`` in value and in every derivative; reverse mode
     w.r.t. the image runs over ``steps`` chunks of the batch (``steps`` must divide N).
     """
     if steps < 1 or image.shape[0] % steps:

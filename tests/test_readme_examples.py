@@ -20,6 +20,7 @@ _BLOCK = re.compile(r"(?:<!-- skip-test: (?P<reason>[^>]*?) -->\n)?```python\n(?
 SKIPPED = {
     ("docs/training.md", "needs MNIST and minutes of training"),
     ("docs/canonicalize.md", "needs a trained run directory and an image folder"),
+    ("README.md", "needs a Ray cluster and a trained run"),
 }
 
 

@@ -3,6 +3,7 @@ and the pieces that decide labels, peaks, output folders and the scatter-add rec
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pathlib
@@ -84,6 +85,24 @@ def test_dry_run_training_and_convergence(dry_run):
     assert [r["split"] for r in conv["curve"]][-1] == "test"
     for heading in ("## 1. Sampler", "## 2. Scatter-add", "## 3. Training", "## 4. Convergence", "Recommendation"):
         assert heading in markdown
+
+
+def test_markdown_shows_failures_and_skips(dry_run):
+    result = copy.deepcopy(dry_run[0])
+    label = next(iter(result["sampler"]["problems"]))
+    result["sampler"]["problems"][label] = {"status": "error", "error": "AssertionError: ('auto', 0.5)"}
+    result["sampler"].update(status="error", error=f"problem(s) ['{label}'] failed; see problems")
+    settings = result["scatter_add"]["settings"]
+    settings["ftz_atomics"] = {"status": "error", "flag": "-nvptx-allow-ftz-atomics", "error": "LLVM ERROR: unknown"}
+    first = next(iter(settings["default"]["problems"]))
+    settings["default"]["problems"][first] = {"status": "skipped", "reason": "budget spent", "kind": "many"}
+    result["training"] = {"status": "error", "error": "RuntimeError: cuDNN version", "elapsed_s": 1.0}
+    result["convergence"] = {"status": "skipped", "reason": "not selected"}
+    markdown = gpu_check.to_markdown(result)
+    for text in ("AssertionError", "LLVM ERROR", "budget spent", "**sampler failed:**", "**training failed:**",
+                 "convergence skipped"):
+        assert text in markdown, text
+    assert "## 3. Training" not in markdown and "## 4. Convergence" not in markdown
 
 
 def test_dry_run_never_writes_into_results():

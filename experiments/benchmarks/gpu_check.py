@@ -186,6 +186,16 @@ def timed(cands: dict[str, Callable[[], Any]], deadline: float, *, max_reps: int
     return time_interleaved(cands, reps, warmup=0, pause_s=pause_s), reps
 
 
+def guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``{"status": "ok", **fn()}``, or ``{"status": "error", ...}`` with the exception, so that one
+    failing item does not lose the others' measurements (``fn()`` may set its own status)."""
+    try:
+        return {"status": "ok", **fn()}
+    except Exception as e:   # noqa: BLE001
+        return {"status": "error", "error": f"{type(e).__name__}: {e}"[:2000],
+                "traceback": repo_relative(traceback.format_exc()[-4000:])}
+
+
 def device_info() -> dict[str, Any]:
     """The JAX backend and devices of this process (starts the backend)."""
     import jax
@@ -263,24 +273,32 @@ def run_sampler(ctx: Context, deadline: float) -> dict[str, Any]:
             out[label] = {"status": "skipped", "reason": "section budget spent"}
             continue
         problem_deadline = time.monotonic() + left_s(deadline) / (len(problems) - i)
-        cands = build_candidates(shape, impls, with_map_coordinates=False,
-                                 torch_threads=(torch.get_num_threads(),), torch_device=ctx.torch_device,
-                                 dtype=dtype)
-        times, reps = timed(cands, problem_deadline, max_reps=ctx.sizes.max_reps)
-        traffic = min_traffic_bytes(shape, 2 if dtype == "bfloat16" else 4)
-        torch_name = next(k for k in times if k.startswith("torch[")).rsplit(" ", 1)[0]
-        rows = {}
-        for name in dict.fromkeys(k.rsplit(" ", 1)[0] for k in times):
-            rows[name] = {}
-            for kind in ("fwd", "fwd+bwd"):
-                ms = times[f"{name} {kind}"]["median_ms"]
-                gbs = traffic[kind] / ms / 1e6
-                rows[name][kind] = {**times[f"{name} {kind}"], "vs_torch": ms / times[f"{torch_name} {kind}"]["median_ms"],
-                                    "GBps": gbs, "peak_fraction": gbs / ctx.peak_gbs if ctx.peak_gbs else None}
-        out[label] = {"status": "ok", "shape": list(shape), "dtype": dtype, "reps": reps, "torch": torch_name,
-                      "min_bytes": traffic, "candidates": rows}
-        del cands
-    return {"problems": out, "impls": impls, "goals": sampler_goals(out)}
+
+        def measure(shape=shape, dtype=dtype, problem_deadline=problem_deadline) -> dict[str, Any]:
+            cands = build_candidates(shape, impls, with_map_coordinates=False,
+                                     torch_threads=(torch.get_num_threads(),), torch_device=ctx.torch_device,
+                                     dtype=dtype)
+            times, reps = timed(cands, problem_deadline, max_reps=ctx.sizes.max_reps)
+            traffic = min_traffic_bytes(shape, 2 if dtype == "bfloat16" else 4)
+            torch_name = next(k for k in times if k.startswith("torch[")).rsplit(" ", 1)[0]
+            rows: dict[str, Any] = {}
+            for name in dict.fromkeys(k.rsplit(" ", 1)[0] for k in times):
+                rows[name] = {}
+                for kind in ("fwd", "fwd+bwd"):
+                    ms = times[f"{name} {kind}"]["median_ms"]
+                    gbs = traffic[kind] / ms / 1e6
+                    rows[name][kind] = {**times[f"{name} {kind}"],
+                                        "vs_torch": ms / times[f"{torch_name} {kind}"]["median_ms"],
+                                        "GBps": gbs, "peak_fraction": gbs / ctx.peak_gbs if ctx.peak_gbs else None}
+            return {"shape": list(shape), "dtype": dtype, "reps": reps, "torch": torch_name, "min_bytes": traffic,
+                    "candidates": rows}
+
+        out[label] = guarded(measure)
+    failed = [k for k, v in out.items() if v["status"] == "error"]
+    result = {"problems": out, "impls": impls, "goals": sampler_goals(out)}
+    if failed:
+        result.update(status="error", error=f"problem(s) {failed} failed; see problems")
+    return result
 
 
 def sampler_goals(problems: dict[str, Any]) -> dict[str, Any]:
@@ -395,11 +413,15 @@ def scatter_child(setting: str, budget_s: float, *, dry_run: bool, torch_choice:
             problems[label] = {"status": "skipped", "reason": "budget spent"}
             continue
         problem_deadline = time.monotonic() + left_s(deadline) / (len(sizes.scatter) - i)
-        cands, errors = scatter_candidates(shape, kind, setting=setting, torch_device=tdev)
-        times, reps = timed(cands, problem_deadline, max_reps=sizes.max_reps)
-        problems[label] = {"status": "ok", "shape": list(shape), "kind": kind, "reps": reps, "times": times,
-                           "bitwise_repeatable": {k: repeatable(fn) for k, fn in cands.items()},
-                           "candidate_errors": errors}
+
+        def measure(shape=shape, kind=kind, problem_deadline=problem_deadline) -> dict[str, Any]:
+            cands, errors = scatter_candidates(shape, kind, setting=setting, torch_device=tdev)
+            times, reps = timed(cands, problem_deadline, max_reps=sizes.max_reps)
+            return {"shape": list(shape), "kind": kind, "reps": reps, "times": times,
+                    "bitwise_repeatable": {k: repeatable(fn) for k, fn in cands.items()},
+                    "candidate_errors": errors}
+
+        problems[label] = {"kind": kind, **guarded(measure)}
     return {"setting": setting, "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "device": info,
             "torch_device": tdev, "problems": problems, "elapsed_s": time.monotonic() - T0}
 
@@ -436,7 +458,8 @@ def run_scatter_add(ctx: Context, deadline: float) -> dict[str, Any]:
         settings[name] = run_child(name, left_s(deadline) / (len(names) - i), ctx.args)
     result = {"settings": settings, "recommendation": recommend(settings),
               "failed_settings": [k for k, v in settings.items() if v["status"] == "error"]}
-    if settings["default"]["status"] == "error":
+    default = settings["default"]
+    if default["status"] == "error" or any(p["status"] == "error" for p in default.get("problems", {}).values()):
         # a flag this jaxlib rejects is a finding; the default setting failing is a bug
         result["status"] = "error"
         result["error"] = "the default setting failed; see settings.default"
@@ -634,11 +657,7 @@ def run_sections(ctx: Context, selected: list[str]) -> dict[str, Any]:
         deadline = time.monotonic() + max(left_s(total_deadline), 0.0) * share
         t = time.monotonic()
         print(f"[gpu_check] {name}: {max(deadline - t, 0):.0f} s budget", file=sys.stderr, flush=True)
-        try:
-            result = {"status": "ok", **RUNNERS[name](ctx, deadline)}
-        except Exception as e:   # noqa: BLE001 -- one failing section must not lose the others
-            result = {"status": "error", "error": f"{type(e).__name__}: {e}",
-                      "traceback": repo_relative(traceback.format_exc()[-4000:])}
+        result = guarded(lambda name=name, deadline=deadline: RUNNERS[name](ctx, deadline))
         result.update(budget_s=deadline - t, elapsed_s=time.monotonic() - t)
         out[name] = result
         print(f"[gpu_check] {name}: {result['status']} in {result['elapsed_s']:.1f} s", file=sys.stderr, flush=True)
@@ -695,14 +714,15 @@ def to_markdown(result: dict[str, Any]) -> str:
     status = ", ".join(f"{s} {result[s]['status']} ({result[s].get('elapsed_s', 0):.0f} s)" for s in SECTIONS)
     lines += [f"Sections: {status}.", ""]
     s = result["sampler"]
-    if s["status"] == "ok":
+    if "problems" in s:
         lines += ["## 1. Sampler vs PyTorch", "",
                   "Median ms (ratio to PyTorch; achieved GB/s of the minimal traffic; % of peak).", "",
                   "| problem | candidate | fwd ms | fwd vs torch | fwd GB/s | fwd % peak | fwd+bwd ms | fwd+bwd vs torch | fwd+bwd GB/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for label, p in s["problems"].items():
             if p["status"] != "ok":
-                lines.append(f"| {label} | {p['status']}: {p.get('reason', '')} |||||||| ")
+                why = p.get("reason") or p.get("error", "")
+                lines.append(f"| {label} | {p['status']}: {why[:200]} | | | | | | | |")
                 continue
             for name, row in p["candidates"].items():
                 f, b = row["fwd"], row["fwd+bwd"]
@@ -716,7 +736,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                   + (f"{sum(bool(g['fwd_ge_half_peak']) for g in met)}/{len(met)} within the bandwidth goal."
                      if all(g["fwd_ge_half_peak"] is not None for g in met) else "bandwidth goal: peak unknown."), ""]
     s = result["scatter_add"]
-    if s["status"] in ("ok", "error") and "settings" in s:
+    if "settings" in s:
         lines += ["## 2. Scatter-add (image gradient)", "", "Median ms per XLA flag setting.", ""]
         for name, st in s["settings"].items():
             if st["status"] != "ok":
@@ -725,6 +745,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                 continue
             for label, p in st["problems"].items():
                 if p["status"] != "ok":
+                    lines.append(f"- `{name}`, {label}: {p['status']}: {(p.get('reason') or p.get('error', ''))[:200]}")
                     continue
                 cells = ", ".join(f"{k} {v['median_ms']:.3f}{'' if p['bitwise_repeatable'][k] else ' (not repeatable)'}"
                                   for k, v in p["times"].items())

@@ -16,6 +16,7 @@ on the global batch up to float summation order.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 """Name of the mesh axis that batches are split over."""
 
-__all__ = ["DATA_AXIS", "batch_sharding", "constrain_batch", "make_mesh", "put_global_batch",
-           "replicate", "replicated"]
+__all__ = ["DATA_AXIS", "batch_sharding", "constrain_batch", "make_mesh", "process_rows",
+           "put_global_batch", "replicate", "replicated"]
 
 
 def make_mesh(*, devices: Sequence[Any] | None = None) -> Mesh:
@@ -68,11 +69,34 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, replicated(mesh))
 
 
+def process_rows(global_size: int, mesh: Mesh) -> slice:
+    """The rows of a global batch of `global_size` rows that this process feeds.
+
+    Under :func:`batch_sharding` every device of `mesh` holds ``global_size / mesh.size``
+    consecutive rows; the rows of this process's devices form one contiguous range, which is
+    what :func:`put_global_batch` expects from this process. One process: ``slice(0, global_size)``.
+
+    Raises:
+      ValueError: `global_size` does not divide over the mesh's devices, or this process's
+        devices are not adjacent on the mesh (its rows would not be one range).
+    """
+    devices = mesh.devices.size
+    if global_size % devices:
+        raise ValueError(f"a global batch of {global_size} rows does not divide over {devices} devices")
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_size,))
+    blocks = sorted(index[0].indices(global_size)[:2] for index in index_map.values())
+    if any(prev[1] != nxt[0] for prev, nxt in itertools.pairwise(blocks)):
+        raise ValueError(f"process {jax.process_index()} owns the non-adjacent row blocks {blocks} of the "
+                         f"mesh; order the mesh's devices by process (jax.make_mesh does)")
+    return slice(blocks[0][0], blocks[-1][1])
+
+
 def put_global_batch(arrays: Any, mesh: Mesh) -> Any:
     """Place host arrays (this process's rows) on `mesh`, split along axis 0.
 
     Single process: `arrays` is the whole global batch. Multi-process: each process passes
-    its own contiguous slice of rows and the result is the concatenated global array.
+    its own rows, ``global[process_rows(len(global), mesh)]``, and the result is the global
+    array (every process passes the same number of rows).
     """
     sharding = batch_sharding(mesh)
     if jax.process_count() == 1:

@@ -44,7 +44,7 @@ def evaluate_arrays(eval_fn: Callable[..., Any], params: Any, images: np.ndarray
     n_dev = mesh.devices.size
     batch = -(-batch_size // n_dev) * n_dev
     batch = min(batch, -(-len(images) // n_dev) * n_dev)
-    nproc, pid = jax.process_count(), jax.process_index()
+    rows = parallel.process_rows(batch, mesh)     # this host feeds only its rows of each batch
     totals = np.zeros(3, np.float64)
     pending = []
     for start in range(0, len(images), batch):
@@ -55,9 +55,7 @@ def evaluate_arrays(eval_fn: Callable[..., Any], params: Any, images: np.ndarray
         if valid < batch:
             x = np.concatenate([x, np.zeros((batch - valid,) + x.shape[1:], x.dtype)])
             y = np.concatenate([y, np.zeros((batch - valid,), y.dtype)])
-        if nproc > 1:   # each host feeds its own contiguous slice of the global batch
-            rows = slice(pid * batch // nproc, (pid + 1) * batch // nproc)
-            x, y, mask = x[rows], y[rows], mask[rows]
+        x, y, mask = x[rows], y[rows], mask[rows]
         xs, ys, ms = parallel.put_global_batch((x.astype(np.float32), y.astype(np.int32), mask), mesh)
         pending.append(eval_fn(params, xs, ys, ms))
     for out in pending:

@@ -86,7 +86,8 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
       ValueError: invalid options or combinations (before any compilation).
       TrainingDiverged: the loss became non-finite (the last good checkpoint is kept).
       CheckpointError: `resume` with an unreadable checkpoint.
-      KeyboardInterrupt: re-raised after a checkpoint of the current step was saved.
+      KeyboardInterrupt: re-raised after a checkpoint of the current step was saved (several
+        processes: :class:`~stn_jax.train.parallel.Preempted` after a SIGTERM to any of them).
     """
     t_start = time.perf_counter()
     parallel.maybe_initialize_distributed()
@@ -103,8 +104,9 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
         while run.step_count < config.steps:
             run.step(callbacks)
             run.periodic()
-    except KeyboardInterrupt:
-        run.interrupted()
+            parallel.check_preemption(run.step_count)
+    except KeyboardInterrupt as interrupt:
+        run.interrupted(interrupt)
         raise
     finally:
         run.close_progress()
@@ -143,12 +145,12 @@ def _restore_or_start(config: TrainConfig, mesh: jax.sharding.Mesh, model: Any, 
                       info: dict[str, Any], *, is_localization: PathPredicate | None) -> _Run:
     """A run at step 0, or at the latest checkpoint's step when `config.resume` finds one.
 
-    Creates the workdir (with ``figures/``), writes ``config.json``; a fresh start deletes an
-    old metrics.jsonl, a resume truncates it to the restored step.
+    Process 0 creates the workdir (with ``figures/``) and writes ``config.json``; a fresh start
+    deletes an old metrics.jsonl, a resume truncates it to the restored step.
     """
     workdir = pathlib.Path(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "figures").mkdir(exist_ok=True)
+    if jax.process_index() == 0:
+        (workdir / "figures").mkdir(parents=True, exist_ok=True)
     input_shape = tuple(int(s) for s in dataset.input_shape)
     init_key, dropout_key, data_key = _root_keys(config.seed)
     params = _init_params(model, input_shape, init_key, mesh)
@@ -192,7 +194,8 @@ class _Run:
         self.state = self.state.replace(params=tree["params"], opt_state=tree["opt_state"], step=tree["step"])
         self.accum = tree["accum"]
         self.start_step = self.step_count = int(tree["step"])
-        self.log.truncate_after(self.start_step)
+        if jax.process_index() == 0:
+            self.log.truncate_after(self.start_step)
         log_message(f"resuming from {self.ckpt_dir / str(self.start_step)} (step {self.start_step})")
 
     def prepare(self, *, penalty_fn: Callable[[Any], jax.Array] | None) -> None:
@@ -280,9 +283,18 @@ class _Run:
         self.checkpointer.save(step, checkpoint_tree(self.state, self.accum), meta)
 
     # ------------------------------------------------------------------ ending
-    def interrupted(self) -> None:
-        """Ctrl-C / SIGTERM: checkpoint the current step (if it is finite) so --resume continues."""
+    def interrupted(self, interrupt: KeyboardInterrupt) -> None:
+        """Ctrl-C / SIGTERM: checkpoint the current step (if it is finite) so --resume continues.
+
+        Several processes checkpoint together, so only at the step they agreed on after a
+        SIGTERM (:class:`~stn_jax.train.parallel.Preempted`); a Ctrl-C that reached some of
+        them at different steps saves nothing (a collective save would wait forever).
+        """
         self.close_progress()
+        if jax.process_count() > 1 and not isinstance(interrupt, parallel.Preempted):
+            log_message(f"interrupted: no checkpoint written (stop a multi-process run with SIGTERM to "
+                        f"checkpoint); --resume continues from the latest one in {self.ckpt_dir}")
+            return
         jax.block_until_ready(self.state)
         done = int(self.state.step)
         if not float(self.accum["bad"]):
@@ -316,8 +328,9 @@ def _final_report(run: _Run, t_start: float) -> dict[str, Any]:
     if last_val:
         results["val_error"] = last_val[-1]["error"]
     if config.figures and jax.process_index() == 0:
-        results["figures"] = write_figures(run.workdir, run.model, {"params": run.state.params}, test_images,
-                                           test_labels, run.log.read(), run.info, title=figure_title(config))
+        host_variables = {"params": jax.device_get(run.state.params)}   # process 0 runs the model alone
+        results["figures"] = write_figures(run.workdir, run.model, host_variables, test_images, test_labels,
+                                           run.log.read(), run.info, title=figure_title(config))
     if jax.process_index() == 0:
         run.log.append({"step": run.step_count, "split": "test", "loss": test["loss"], "error": test["error"],
                         "time": time.time()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 import stn_jax
 from stn_jax import grids
+from stn_jax._src import tps
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
 
@@ -110,6 +112,17 @@ def test_tps_interpolates_its_control_points(seed):
     for k, (cx, cy) in enumerate(ctrl):
         j, i = int(round((cx + 1) * 2)), int(round((cy + 1) * 2))
         np.testing.assert_allclose(g[i, j] - ident[i, j], disp[k], atol=1e-5)
+
+
+def test_tps_basis_is_built_while_tracing():
+    """The basis is numpy only, so a cold cache is filled inside jit / eval_shape (no warm-up)."""
+    tps.tps_basis.cache_clear()
+    g = jax.jit(lambda d: stn_jax.tps_grid(d, (7, 9)))(np.zeros((1, 16, 2), np.float32))
+    np.testing.assert_allclose(np.asarray(g[0]), np.asarray(stn_jax.identity_grid((7, 9))), atol=1e-6)
+    tps.tps_basis.cache_clear()
+    out = jax.eval_shape(lambda d: stn_jax.tps_grid(d, (5, 6), align_corners=True),
+                         jax.ShapeDtypeStruct((2, 9, 2), jnp.float32))
+    assert out.shape == (2, 5, 6, 2) and tps.tps_basis.cache_info().currsize == 1
 
 
 def test_tps_is_linear_in_displacements():

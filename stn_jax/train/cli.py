@@ -108,7 +108,9 @@ def run_train(args: argparse.Namespace) -> int:
     except CheckpointError as err:
         return _error(str(err), EXIT_CHECKPOINT)
     except KeyboardInterrupt:
-        print("stn-jax: interrupted (checkpoint saved; continue with --resume)", file=sys.stderr)
+        # the loop has said whether (and where) it saved a checkpoint: several processes save
+        # only after a SIGTERM, never after a Ctrl-C
+        print("stn-jax: interrupted; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     _print_summary(results, config.workdir)
     return 0

@@ -189,6 +189,20 @@ def test_dataset_schema_is_the_output_schema_plus_reason():
         assert DATASET_SCHEMA.field(f.name).type == f.type
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--engine", "ray", "--num-workers", "0"], "num_workers must be a positive integer; got 0"),
+    (["--engine", "ray", "--gpus-per-worker", "-1"], "gpus_per_worker must be a non-negative number"),
+    (["--engine", "ray", "--rows-per-shard", "0"], "rows_per_shard must be a positive integer; got 0"),
+    (["--num-workers", "2", "--gpus-per-worker", "1"], "--num-workers, --gpus-per-worker need(s) --engine ray"),
+])
+def test_command_rejects_bad_ray_options(workdir, tmp_path, capsys, flags, message):
+    np.savez(tmp_path / "x.npz", images=_digits(3))
+    code = main(["canonicalize", "--workdir", str(workdir), "--input", str(tmp_path / "x.npz"),
+                 "--output", str(tmp_path / "out"), "--no-progress", *flags])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "_manifest.json").exists()
+
+
 # -- on the local cluster ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["npz", "parquet"])
@@ -219,10 +233,14 @@ def test_ray_engine_writes_the_local_engines_rows(cluster, workdir, tmp_path, fm
                                                                "f1.parquet#11"]
 
 
-def test_dataset_api_inside_a_pipeline(cluster, workdir, tmp_path):
-    n = _parquet_dir(tmp_path / "pq")
-    want, want_rejects = _local(workdir, tmp_path / "pq", tmp_path / "local")
-    ds = read_dataset(tmp_path / "pq", rows_per_shard=8)
+@pytest.mark.parametrize("fmt", ["parquet", "npz"])
+def test_dataset_api_inside_a_pipeline(cluster, workdir, tmp_path, fmt):
+    if fmt == "npz":                    # images as a tensor column
+        n, src = _npz_with_rejects(tmp_path / "x.npz"), tmp_path / "x.npz"
+    else:                               # images as encoded bytes
+        n, src = _parquet_dir(tmp_path / "pq"), tmp_path / "pq"
+    want, want_rejects = _local(workdir, src, tmp_path / "local")
+    ds = read_dataset(src, rows_per_shard=8)
     ds = ds.filter(lambda r: True)                              # the user's own stage
     out = canonicalize_dataset(ds, workdir, batch_size=4, num_workers=1).materialize()
     assert out.count() == n                                     # one row per input row
@@ -234,6 +252,9 @@ def test_dataset_api_inside_a_pipeline(cluster, workdir, tmp_path):
     assert got.schema.equals(OUTPUT_SCHEMA) and got_rejects.schema.equals(REJECT_SCHEMA)
     assert got.num_rows + got_rejects.num_rows == n
     assert got.equals(want) and got_rejects.equals(want_rejects)
+
+
+def test_dataset_api_names_the_missing_columns(cluster, workdir):
     with pytest.raises(ValueError, match=r"no column\(s\) \['image', 'row'\]"):
         canonicalize_dataset(ray.data.from_items([{"source_id": "a", "pixels": b""}]), workdir)
 

@@ -2,13 +2,15 @@
 
 The RTS test split (10,000 distorted MNIST digits, 42x42x1, the fixed seed of
 ``experiments.figures.canonicalize_figure export``) is written as an ``.npz`` and canonicalised by
-an RTS ST-CNN (affine) training run, once by the local engine (``run_canonicalize``, after a
-warm-up batch so compilation is excluded) and once per worker count by the Ray engine
+an RTS ST-CNN (affine) training run by the local engine (``run_canonicalize``, after a warm-up
+batch so compilation is excluded) and, per worker count, by the Ray engine
 (``run_canonicalize_ray``) on a local Ray cluster with one CPU per worker. Reported:
 
-- ``ray_init_s``: starting the local cluster (``ray.init``).
-- per Ray job: wall time (actor start-up, loading the run and compiling included), the fixed cost
-  of a job measured as a one-shard job, and the steady rate ``rows / (wall - fixed)``.
+- ``ray_init_s``: starting the local cluster (``ray.init``); ``first_ray_job_one_shard_s``: the
+  first job (one shard), which also starts Ray Data's helper actors.
+- per Ray job (median of ``--repeats``): wall time (actor start-up, loading the run and
+  compiling included), the fixed cost of a job measured as a one-shard job with the same
+  workers, and the steady rate ``(rows - rows_per_shard) / (wall - fixed)``.
 - that the Ray output equals the local output row for row (PNG bytes included).
 
 Without ``--workdir`` a short run is trained first (throughput does not depend on the weights):
@@ -51,32 +53,39 @@ def _train(workdir: str, data_dir: str | None, steps: int) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def _local(workdir: str, npz: str, out: str, batch_size: int) -> dict:
+def _local(workdir: str, npz: str, out: str, batch_size: int, repeats: int) -> dict:
     from stn_jax.canonicalize import Canonicalizer, NpzReader, canonicalize_batches, run_canonicalize
 
     t0 = time.perf_counter()
     canon = Canonicalizer.from_workdir(workdir)
     next(iter(canonicalize_batches(canon, NpzReader(npz), batch_size=batch_size)))   # compile
     setup = time.perf_counter() - t0
-    summary = run_canonicalize(canon, npz, out, batch_size=batch_size, progress=False)
-    return {"engine": "local", "load_and_compile_s": setup, "wall_s": summary["seconds"],
-            "images_per_s": summary["images_per_second"], "rows_in": summary["rows_in"]}
+    walls = []
+    for i in range(repeats):
+        summary = run_canonicalize(canon, npz, f"{out}-{i}", batch_size=batch_size, progress=False)
+        walls.append(summary["seconds"])
+    wall = float(np.median(walls))
+    return {"engine": "local", "load_and_compile_s": setup, "wall_s": wall, "wall_s_all": walls,
+            "images_per_s": summary["rows_in"] / wall, "rows_in": summary["rows_in"]}
 
 
 def _ray(workdir: str, npz: str, out: str, *, batch_size: int, rows_per_shard: int, workers: int,
-         tmp: str) -> dict:
+         repeats: int, one_shard: str) -> dict:
     from stn_jax.canonicalize.ray_engine import run_canonicalize_ray
 
-    one = os.path.join(tmp, f"one-shard-{workers}.npz")
-    np.savez(one, images=np.load(npz)["images"][:rows_per_shard])
-    fixed = run_canonicalize_ray(workdir, one, out + "-one", batch_size=batch_size,
-                                 rows_per_shard=rows_per_shard, num_workers=1, progress=False)["seconds"]
-    s = run_canonicalize_ray(workdir, npz, out, batch_size=batch_size, rows_per_shard=rows_per_shard,
-                             num_workers=workers, progress=False)
+    def job(src, dst):
+        return run_canonicalize_ray(workdir, src, dst, batch_size=batch_size, rows_per_shard=rows_per_shard,
+                                    num_workers=workers, progress=False)
+
+    fixed = [job(one_shard, f"{out}-one-{i}")["seconds"] for i in range(repeats)]
+    walls = [job(npz, f"{out}-{i}")["seconds"] for i in range(repeats)]
+    wall, fix = float(np.median(walls)), float(np.median(fixed))
+    n = int(np.load(npz)["images"].shape[0])
     return {"engine": "ray", "workers": workers, "cpus_per_worker": 1, "rows_per_shard": rows_per_shard,
-            "shards": s["shards"], "wall_s": s["seconds"], "images_per_s": s["images_per_second"],
-            "one_shard_job_s": fixed, "steady_images_per_s": s["rows_in"] / max(s["seconds"] - fixed, 1e-9),
-            "rows_in": s["rows_in"]}
+            "shards": -(-n // rows_per_shard), "wall_s": wall, "wall_s_all": walls, "images_per_s": n / wall,
+            "one_shard_job_s": fix, "one_shard_job_s_all": fixed,
+            "steady_images_per_s": (n - rows_per_shard) / (wall - fix) if wall > fix else None,
+            "rows_in": n}
 
 
 def main(argv=None) -> int:
@@ -91,6 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows-per-shard", type=int, default=1000)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray cluster")
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     args = p.parse_args(argv)
 
     import flax
@@ -109,18 +119,26 @@ def main(argv=None) -> int:
         if workdir is None:
             workdir = os.path.join(tmp, "rts_run")
             _train(workdir, data_dir, args.train_steps)
-        local = _local(workdir, npz, os.path.join(tmp, "local"), args.batch_size)
-        print(json.dumps(local), flush=True)
         t0 = time.perf_counter()
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         ray_init_s = time.perf_counter() - t0
+        one_shard = os.path.join(tmp, "one_shard.npz")
+        np.savez(one_shard, images=np.load(npz)["images"][:args.rows_per_shard])
+        from stn_jax.canonicalize.ray_engine import run_canonicalize_ray
+
+        t0 = time.perf_counter()             # Ray Data's first execution starts its helper actors
+        run_canonicalize_ray(workdir, one_shard, os.path.join(tmp, "warm-up"), batch_size=args.batch_size,
+                             rows_per_shard=args.rows_per_shard, progress=False)
+        first_job_s = time.perf_counter() - t0
+        local = _local(workdir, npz, os.path.join(tmp, "local"), args.batch_size, args.repeats)
+        print(json.dumps(local), flush=True)
+        want = read_output(os.path.join(tmp, "local-0"))
         ray_runs = []
-        want = read_output(os.path.join(tmp, "local"))
         for w in args.workers:
             out = os.path.join(tmp, f"ray-{w}")
             r = _ray(workdir, npz, out, batch_size=args.batch_size, rows_per_shard=args.rows_per_shard,
-                     workers=w, tmp=tmp)
-            r["same_rows_as_local"] = bool(read_output(out).equals(want))
+                     workers=w, repeats=args.repeats, one_shard=one_shard)
+            r["same_rows_as_local"] = bool(read_output(f"{out}-0").equals(want))
             print(json.dumps(r), flush=True)
             ray_runs.append(r)
         ray_version = ray.__version__
@@ -136,7 +154,8 @@ def main(argv=None) -> int:
         "data": {"input": "RTS test split (42x42x1 float32 .npz)", "rows": n, "mnist_source": source},
         "model": ("the run given by --workdir" if args.workdir else
                   f"st-cnn affine, rts, trained {args.train_steps} Adam steps x 64 (weights do not change the cost)"),
-        "batch_size": args.batch_size, "ray_cluster_cpus": args.num_cpus, "ray_init_s": ray_init_s,
+        "batch_size": args.batch_size, "repeats": args.repeats, "ray_cluster_cpus": args.num_cpus,
+        "ray_init_s": ray_init_s, "first_ray_job_one_shard_s": first_job_s,
         "local": local, "ray": ray_runs,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

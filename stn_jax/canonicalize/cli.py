@@ -69,6 +69,13 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.engine == "ray":
         return _run_ray(args)
+    ray_only = [flag for flag, value, default in (
+        ("--ray-address", args.ray_address, None), ("--num-workers", args.num_workers, 1),
+        ("--gpus-per-worker", args.gpus_per_worker, 0), ("--cpus-per-worker", args.cpus_per_worker, 1),
+        ("--rows-per-shard", args.rows_per_shard, None)) if value != default]
+    if ray_only:
+        print(f"{_PROG}: error: {', '.join(ray_only)} need(s) --engine ray", file=sys.stderr)
+        return 2
     try:
         canon = Canonicalizer.from_workdir(args.workdir, step=args.step,
                                            transformer_index=args.transformer_index)

@@ -6,7 +6,9 @@
 ...     batch.source_ids, batch.images, batch.params, batch.predictions
 
 ``stn-jax canonicalize --workdir RUN --input SRC --output DST`` writes the same thing to atomic,
-resumable Parquet parts (schema :data:`OUTPUT_SCHEMA`, rejects :data:`REJECT_SCHEMA`).
+resumable Parquet parts (schema :data:`OUTPUT_SCHEMA`, rejects :data:`REJECT_SCHEMA`). On a Ray
+cluster (the ``ray`` extra): :mod:`stn_jax.canonicalize.ray_engine` (``--engine ray``), not
+imported here so that ``ray`` stays optional.
 """
 
 from stn_jax.canonicalize.readers import FolderReader

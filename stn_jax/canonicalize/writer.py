@@ -20,7 +20,9 @@ ignored by pyarrow's dataset discovery, so ``pyarrow.parquet.read_table(DST)`` r
 canonicalised rows of a completed run (``"complete": true`` in the manifest); :func:`read_output`
 reads only the parts the manifest commits, at any time.
 
-Row accounting is recorded per part: ``stop - start == rows + rejects``.
+Row accounting is recorded per part: ``stop - start == rows + rejects``. The Ray engine writes
+the same layout with parts named by their input row range, committed in any order
+(:mod:`stn_jax.canonicalize.shards`).
 """
 
 from __future__ import annotations

@@ -150,9 +150,31 @@ def test_recommendation_follows_the_times():
     assert rec["gpu_kernel"] == "generic" and rec["axis_aligned"] == "separable"
     assert rec["ratios"]["ftz_speedup"] == pytest.approx(5.0)
     assert rec["ratios"]["deterministic_ops_speedup"] == pytest.approx(0.5)
+    assert rec["library_change"] == ("stn_jax/_src/dispatch.py: GPU_KERNEL = 'generic'; "
+                                     "GPU_MAX_DENSE_MACS_PER_OUTPUT = MAX_DENSE_MACS_PER_OUTPUT (448)")
     fine = {"default": _setting({"warp": 1.0, "warp[generic]": 1.5, "axis_aligned_warp": 1.2}),
             "ftz": _setting({"warp": 0.9})}
     rec = gpu_check.recommend(fine)
     assert (rec["xla_flags"], rec["gpu_kernel"], rec["axis_aligned"]) == ("", "window", "gather")
+    assert rec["library_change"].endswith("GPU_KERNEL = 'window'; GPU_MAX_DENSE_MACS_PER_OUTPUT = 0")
     assert rec["ratios"]["ftz_atomics_speedup"] is None
     assert "no recommendation" in gpu_check.recommend({"default": {"status": "error"}})["summary"]
+
+
+def test_dispatch_takes_the_named_gpu_choices_on_a_gpu(monkeypatch):
+    """The recommendation's ``library_change`` names these constants; on a GPU they decide."""
+    import stn_jax
+    from stn_jax._src import dispatch
+
+    assert dispatch.choose_kernel("bilinear", 2, batch=4, points_per_example=100) == ("window", 1)
+    monkeypatch.setattr(dispatch, "on_gpu", lambda: True)
+    assert dispatch.choose_kernel("bilinear", 2, batch=4096, points_per_example=4096) == (dispatch.GPU_KERNEL, 1)
+    monkeypatch.setattr(dispatch, "GPU_KERNEL", "generic")
+    assert dispatch.choose_kernel("bilinear", 2, batch=4, points_per_example=100) == ("generic", 1)
+    with stn_jax.sampler_implementation("fast"):
+        assert dispatch.choose_kernel("bilinear", 2, batch=4, points_per_example=100) == ("window", 1)
+    assert dispatch.prefer_separable((28, 28), (28, 28))
+    monkeypatch.setattr(dispatch, "GPU_MAX_DENSE_MACS_PER_OUTPUT", 0)
+    assert not dispatch.prefer_separable((28, 28), (28, 28))
+    monkeypatch.setattr(dispatch, "on_gpu", lambda: False)
+    assert dispatch.prefer_separable((28, 28), (28, 28))

@@ -481,6 +481,8 @@ def recommend(settings: dict[str, Any]) -> dict[str, Any]:
     gradient is at least 10% faster than the window kernel's, else ``"window"``.
     ``axis_aligned``: ``"separable"`` if ``axis_aligned_warp``'s gradient is faster than the
     gather path's, else ``"gather"``. Ratios > 1 mean "faster than the default ``warp``".
+    ``library_change``: the values of the GPU choices in ``stn_jax._src.dispatch`` (``GPU_KERNEL``,
+    ``GPU_MAX_DENSE_MACS_PER_OUTPUT``) that follow from them.
     """
     def t(setting: str, cand: str) -> float | None:
         s = settings.get(setting, {})
@@ -512,8 +514,12 @@ def recommend(settings: dict[str, Any]) -> dict[str, Any]:
                + f"Default kernel: {kernel}; axis-aligned warps: {axis}.")
     if platform_name != "gpu":
         summary += " (Not a GPU: the XLA GPU flags are no-ops here; do not act on this.)"
+    # the many-to-one problems are same-size warps of 60x60 and 224x224 (120 and 448 multiply-adds
+    # per output value on the matrix-product path)
+    change = (f"stn_jax/_src/dispatch.py: GPU_KERNEL = {kernel!r}; GPU_MAX_DENSE_MACS_PER_OUTPUT = "
+              f"{'MAX_DENSE_MACS_PER_OUTPUT (448)' if axis == 'separable' else '0'}")
     return {"platform": platform_name, "ratios": ratios, "xla_flags": xla_flags, "gpu_kernel": kernel,
-            "axis_aligned": axis, "summary": summary}
+            "axis_aligned": axis, "library_change": change, "summary": summary}
 
 
 # ----------------------------------------------------------------------------- 3. training

@@ -129,6 +129,21 @@ BLOCK_MIN_POINTS_PER_STEP = 16 * 1024
 # 28x28 (56 multiply-adds per output value) to 224x224x3 (448, where the margin is ~10%).
 MAX_DENSE_MACS_PER_OUTPUT = 448
 
+# GPU choices for the image gradient's scatter-add, read under "auto" when JAX's default backend
+# is a GPU. Not measured on a GPU yet, so they equal the CPU choices; the scatter_add section of
+# `python -m experiments.benchmarks.gpu_check` measures both and its `recommendation` says whether
+# they should change (`gpu_kernel`, `axis_aligned`) and whether they agree with these values.
+GPU_KERNEL = "window"
+"""Kernel of 2-D bilinear calls under ``"auto"`` on a GPU: ``"window"`` (the image gradient is
+one windowed scatter-add) or ``"generic"`` (one scatter-add per tap)."""
+GPU_MAX_DENSE_MACS_PER_OUTPUT = MAX_DENSE_MACS_PER_OUTPUT
+""":func:`prefer_separable`'s threshold on a GPU (0: axis-aligned warps take the gather path)."""
+
+
+def on_gpu() -> bool:
+    """Whether JAX's default backend is a GPU (where the ``GPU_*`` choices apply)."""
+    return jax.default_backend() == "gpu"
+
 
 def on_single_cpu_device() -> bool:
     """Whether this process computes on exactly one CPU device, the only place blocking runs.
@@ -171,6 +186,8 @@ def choose_kernel(mode: str, ndim: int, *, batch: int | None = None,
     implementation = current_sampler_implementation()
     if implementation == "generic" or mode != "bilinear" or ndim != 2:
         return "generic", 1
+    if implementation == "auto" and on_gpu():
+        return GPU_KERNEL, 1
     if batch is not None and implementation == "auto" and on_single_cpu_device():
         steps = blocked_steps(batch, points_per_example)
         if steps > 1:
@@ -179,7 +196,9 @@ def choose_kernel(mode: str, ndim: int, *, batch: int | None = None,
 
 
 def prefer_separable(in_size: Sequence[int], size: Sequence[int]) -> bool:
-    """Whether the matrix-product path is the faster one for an axis-aligned warp of these sizes.
+    """Whether the matrix-product path is the faster one for an axis-aligned warp of these sizes:
+    at most :data:`MAX_DENSE_MACS_PER_OUTPUT` (on a GPU :data:`GPU_MAX_DENSE_MACS_PER_OUTPUT`)
+    multiply-adds per output value.
 
     Args:
       in_size: ``(H, W)`` of the input.
@@ -189,7 +208,7 @@ def prefer_separable(in_size: Sequence[int], size: Sequence[int]) -> bool:
     ho, wo = size
     # Multiply-adds per output value and channel: N*C*(Wo*W*H + Ho*H*Wo) / (N*C*Ho*Wo).
     macs = (wo * w * h + ho * h * wo) / (ho * wo)
-    return macs <= MAX_DENSE_MACS_PER_OUTPUT
+    return macs <= (GPU_MAX_DENSE_MACS_PER_OUTPUT if on_gpu() else MAX_DENSE_MACS_PER_OUTPUT)
 
 
 def use_separable(in_size: Sequence[int], size: Sequence[int]) -> bool:

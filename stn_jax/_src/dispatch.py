@@ -131,8 +131,8 @@ MAX_DENSE_MACS_PER_OUTPUT = 448
 
 # GPU choices for the image gradient's scatter-add, read under "auto" when JAX's default backend
 # is a GPU. Not measured on a GPU yet, so they equal the CPU choices; the scatter_add section of
-# `python -m experiments.benchmarks.gpu_check` measures both and its `recommendation` says whether
-# they should change (`gpu_kernel`, `axis_aligned`) and whether they agree with these values.
+# `python -m experiments.benchmarks.gpu_check` measures both, and its `recommendation.library_change`
+# states the values that follow from the measurement.
 GPU_KERNEL = "window"
 """Kernel of 2-D bilinear calls under ``"auto"`` on a GPU: ``"window"`` (the image gradient is
 one windowed scatter-add) or ``"generic"`` (one scatter-add per tap)."""

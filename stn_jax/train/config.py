@@ -89,10 +89,11 @@ class TrainConfig:
     log_every: int = _opt(50, 'Training metrics are averaged and written every N steps.')
     checkpoint_every: int = _opt(1000, 'Checkpoint every N steps (and always at the end).')
     keep_checkpoints: int = _opt(3, 'How many recent checkpoints to keep.')
-    workdir: str = _opt("runs/default", 'Output directory: config.json, metrics.jsonl, results.json, checkpoints/, figures/.')
+    workdir: str = _opt("runs/default", 'Output directory: config.json, metrics.jsonl, results.json, checkpoints/, figures/, tensorboard/.')
     resume: bool = _opt(False, 'Continue from the latest checkpoint in workdir (exactly: same step, data order and RNG).')
     progress: bool = _opt(True, 'Show a progress bar on stderr.')
     figures: bool = _opt(True, 'Write figures (learning curves, transformer panel) at the end.')
+    tensorboard: bool = _opt(True, 'Write TensorBoard events (the metrics.jsonl scalars, the transformer panel at each validation) under workdir/tensorboard.')
 
     # ------------------------------------------------------------------ helpers
     def replace(self, **changes: Any) -> TrainConfig:

@@ -32,6 +32,7 @@ from stn_jax.train.metrics import MetricsLog, read_metrics
 from stn_jax.train.optim import PathPredicate, make_optimizer, make_schedule
 from stn_jax.train.reporting import figure_title, log_message, run_results, write_figures, write_json
 from stn_jax.train.steps import TrainState, accumulate, create_state, init_accumulators, train_step
+from stn_jax.train.tensorboard import TensorBoardLog
 from stn_jax.train.throughput import Throughput
 
 
@@ -107,6 +108,9 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
             parallel.check_preemption(run.step_count)
     except KeyboardInterrupt as interrupt:
         run.interrupted(interrupt)
+        raise
+    except BaseException:
+        run.tb.close()   # its events are queued until the writer closes
         raise
     finally:
         run.close_progress()
@@ -212,6 +216,8 @@ class _Run:
             self.bar = tqdm(total=config.steps, initial=self.start_step, file=sys.stderr, unit="step",
                             dynamic_ncols=True, desc="train")
         self.meter = Throughput(config.batch_size)
+        self.tb = TensorBoardLog(self.workdir / "tensorboard", start_step=self.start_step,
+                                 enabled=config.tensorboard and jax.process_index() == 0)
 
     # ------------------------------------------------------------------ the step
     def step(self, callbacks: Sequence[Callable[[int], None]]) -> None:
@@ -251,6 +257,7 @@ class _Run:
                "images_per_s": ips, "time": time.time()}
         if jax.process_index() == 0:
             self.log.append(rec)
+            self.tb.record(rec)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rec['loss']:.4f}", err=f"{100 * rec['error']:.1f}%",
                                  img_s=f"{ips:,.0f}", refresh=False)
@@ -261,8 +268,10 @@ class _Run:
         v = evaluate_arrays(self.eval_fn, self.state.params, *self.val_set, self.mesh,
                             batch_size=self.config.eval_batch_size)
         if jax.process_index() == 0:
-            self.log.append({"step": self.step_count, "split": "val", "loss": v["loss"], "error": v["error"],
-                             "time": time.time()})
+            rec = {"step": self.step_count, "split": "val", "loss": v["loss"], "error": v["error"], "time": time.time()}
+            self.log.append(rec)
+            self.tb.record(rec)
+            self.tb.transformer_panel(self.step_count, self.model, self.state.params, self.val_set[0])
 
     def check_finite(self) -> None:
         """Raise :class:`TrainingDiverged` if any step since the last log line was non-finite."""
@@ -291,6 +300,7 @@ class _Run:
         them at different steps saves nothing (a collective save would wait forever).
         """
         self.close_progress()
+        self.tb.close()
         if jax.process_count() > 1 and not isinstance(interrupt, parallel.Preempted):
             log_message(f"interrupted: no checkpoint written (stop a multi-process run with SIGTERM to "
                         f"checkpoint); --resume continues from the latest one in {self.ckpt_dir}")
@@ -332,7 +342,9 @@ def _final_report(run: _Run, t_start: float) -> dict[str, Any]:
         results["figures"] = write_figures(run.workdir, run.model, host_variables, test_images, test_labels,
                                            run.log.read(), run.info, title=figure_title(config))
     if jax.process_index() == 0:
-        run.log.append({"step": run.step_count, "split": "test", "loss": test["loss"], "error": test["error"],
-                        "time": time.time()})
+        rec = {"step": run.step_count, "split": "test", "loss": test["loss"], "error": test["error"], "time": time.time()}
+        run.log.append(rec)
+        run.tb.record(rec)
+        run.tb.close()
         write_json(run.workdir / "results.json", results, default=str)
     return results

@@ -251,3 +251,12 @@ def test_one_process_feeds_every_row_and_is_never_preempted():
     with pytest.raises(ValueError, match="12 rows does not divide over 8 devices"):
         sharding.process_rows(12, mesh)
     parallel.check_preemption(3)      # no jax.distributed job: nothing to agree on, no exception
+
+
+def test_distributed_switch(monkeypatch):
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1")       # a cluster, were it not switched off
+    monkeypatch.setenv("STN_JAX_DISTRIBUTED", "0")
+    assert parallel.maybe_initialize_distributed() is False
+    monkeypatch.setenv("STN_JAX_DISTRIBUTED", "yes")
+    with pytest.raises(ValueError, match="STN_JAX_DISTRIBUTED must be 0 or 1; got 'yes'"):
+        parallel.maybe_initialize_distributed()

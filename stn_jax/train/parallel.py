@@ -40,9 +40,8 @@ from stn_jax.sharding import (
 from stn_jax.train.config import check_divisible
 
 __all__ = ["DATA_AXIS", "Preempted", "batch_sharding", "check_batch", "check_preemption", "cluster_detected",
-           "constrain_batch",
-           "data_parallel", "distributed_options", "make_mesh", "maybe_initialize_distributed",
-           "process_rows", "put_global_batch", "replicate", "replicated"]
+           "constrain_batch", "data_parallel", "distributed_options", "make_mesh",
+           "maybe_initialize_distributed", "process_rows", "put_global_batch", "replicate", "replicated"]
 
 _CLUSTER_ENV = (
     "JAX_COORDINATOR_ADDRESS",    # explicit settings (with JAX_NUM_PROCESSES, JAX_PROCESS_ID)
@@ -113,15 +112,18 @@ def _int_env(env: Any, name: str, *, minimum: int) -> int | None:
 
 def maybe_initialize_distributed() -> bool:
     """Run ``jax.distributed.initialize()`` once if a cluster is detected (or
-    :data:`ENV_DISTRIBUTED` is ``1``) with :func:`distributed_options`; returns whether it did.
+    :data:`ENV_DISTRIBUTED` is ``1``) with :func:`distributed_options`; returns whether this
+    process is part of a ``jax.distributed`` job.
 
     Call it before anything touches a device. In a multi-process job every process must call
-    it; process 0 also runs the coordination service at ``JAX_COORDINATOR_ADDRESS``.
+    it; process 0 also runs the coordination service at ``JAX_COORDINATOR_ADDRESS``. A job the
+    caller joined already (``jax.distributed.initialize`` called before) is kept as it is.
     """
     global _initialized
     force = os.environ.get(ENV_DISTRIBUTED, "")
     if force not in ("", "0", "1"):
         raise ValueError(f"environment variable {ENV_DISTRIBUTED} must be 0 or 1; got {force!r}")
+    _initialized = _initialized or jax.distributed.is_initialized()
     if _initialized or force == "0" or not (force == "1" or cluster_detected()):
         return _initialized
     jax.distributed.initialize(**distributed_options())

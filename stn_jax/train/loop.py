@@ -14,7 +14,6 @@ of the checkpoint. A resumed run therefore writes the same metrics as an uninter
 from __future__ import annotations
 
 import pathlib
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +29,7 @@ from stn_jax.train.evaluation import evaluate_arrays, make_eval_fn
 from stn_jax.train.inputs import resolve_inputs
 from stn_jax.train.metrics import MetricsLog, read_metrics
 from stn_jax.train.optim import PathPredicate, make_optimizer, make_schedule
+from stn_jax.train.progress import ProgressBar
 from stn_jax.train.reporting import figure_title, log_message, run_results, write_figures, write_json
 from stn_jax.train.steps import TrainState, accumulate, create_state, init_accumulators, train_step
 from stn_jax.train.tensorboard import TensorBoardLog
@@ -190,7 +190,7 @@ class _Run:
         self.log = MetricsLog(workdir / "metrics.jsonl")
         self.keys = keys
         self.start_step = self.step_count = 0
-        self.bar: Any = None
+        self.bar: ProgressBar | None = None
 
     def restore(self) -> None:
         """Continue from the latest checkpoint: state, accumulators, step; truncate the log."""
@@ -211,11 +211,10 @@ class _Run:
         self.val_set = None if val_set is not None and len(val_set[0]) == 0 else val_set
         self.eval_every = config.eval_every or max(config.steps // 10, 1)
         self.keys = parallel.replicate(self.keys, self.mesh)
-        if config.progress and jax.process_index() == 0:
-            from tqdm import tqdm  # noqa: PLC0415 (lazy: keeps `stn-jax --help` fast)
-            self.bar = tqdm(total=config.steps, initial=self.start_step, file=sys.stderr, unit="step",
-                            dynamic_ncols=True, desc="train")
         self.meter = Throughput(config.batch_size)
+        if config.progress and jax.process_index() == 0:
+            self.bar = ProgressBar(total=config.steps, initial=self.start_step,
+                                   overhead_s=lambda: self.meter.overhead_s)
         self.tb = TensorBoardLog(self.workdir / "tensorboard", start_step=self.start_step,
                                  enabled=config.tensorboard and jax.process_index() == 0)
 
@@ -242,8 +241,10 @@ class _Run:
             with self.meter.overhead():
                 self.check_finite()
                 self.save(step)
-        if self.bar is not None:
-            self.bar.update(1)
+        if self.bar is not None:   # counts completed steps: waits for the step `lag` steps back
+            self.bar.dispatched(step, self.state.step)
+            if step % config.log_every == 0 or last:
+                self.bar.drain()   # the log line already waited for every step
 
     def log_train(self) -> None:
         """Append the averaged training metrics since the last log line; reset the sums."""
@@ -259,8 +260,7 @@ class _Run:
             self.log.append(rec)
             self.tb.record(rec)
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{rec['loss']:.4f}", err=f"{100 * rec['error']:.1f}%",
-                                 img_s=f"{ips:,.0f}", refresh=False)
+            self.bar.set_metrics(f"loss={rec['loss']:.4f}, err={100 * rec['error']:.1f}%, img_s={ips:,.0f}")
         self.accum = parallel.replicate(init_accumulators(), self.mesh)
 
     def validate(self) -> None:

@@ -1,4 +1,4 @@
-"""Every ``python`` code block of README.md and docs/**/*.md runs as written.
+"""Every ``python`` code block of README.md, BENCHMARKS.md and docs/**/*.md runs as written.
 
 The blocks of one file run in order in one namespace, like a notebook, so a later block may use
 names from an earlier one. A block that needs data or minutes of training is marked by the line
@@ -15,7 +15,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+FILES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))]
 _BLOCK = re.compile(r"(?:<!-- skip-test: (?P<reason>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S)
 SKIPPED = {
     ("docs/training.md", "needs MNIST and minutes of training"),

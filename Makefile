@@ -40,7 +40,7 @@ demo: setup
 	  --log-every 50 --eval-every 200 --checkpoint-every 200 --seed 0 --workdir $(DEMO_DIR) \
 	  $(if $(MNIST_DIR),--data-dir $(MNIST_DIR),--data-source auto)
 
-# The accelerator check (docs/performance.md, "GPU/TPU check"): about 7 minutes on one GPU or TPU;
+# The accelerator check (BENCHMARKS.md, "GPU/TPU check"): about 7 minutes on one GPU or TPU;
 # writes experiments/results/<machine>/gpu_check.json and gpu_check.md. GPU_CHECK_EXTRA=cuda12 (or
 # cuda13, tpu) installs that extra of jax first; GPU_CHECK_ARGS=--dry-run runs it anywhere in a minute
 # or two, into build/gpu_check_dry_run.

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stn_jax.canonicalize import Canonicalizer, OUTPUT_SCHEMA, canonicalize_batches, read_output
+from stn_jax.canonicalize import OUTPUT_SCHEMA, Canonicalizer, canonicalize_batches, read_output
 from stn_jax.cli import main
 from stn_jax.models import create_model
 from stn_jax.train import TrainConfig, load_run, train

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from stn_jax.canonicalize import (FolderReader, NpzReader, ParquetReader, RejectError,
-                                  decode_image, open_reader)
+from stn_jax.canonicalize import FolderReader, NpzReader, ParquetReader, RejectError, decode_image, open_reader
 
 
 def _png(arr: np.ndarray, mode=None) -> bytes:
@@ -118,7 +118,7 @@ def test_rgb_image_cannot_feed_two_channel_model():
 def test_folder_reader_sorted_recursive_and_lazy(tmp_path):
     digits = _digits(5)
     names = ["b.png", "a.png", "sub/c.PNG", "sub/z/d.png", "e.jpg"]
-    for name, d in zip(names, digits):
+    for name, d in zip(names, digits, strict=False):
         os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
         (tmp_path / name).write_bytes(_png(d))
     (tmp_path / "notes.txt").write_text("ignored")
@@ -173,7 +173,7 @@ def _write_parquet_dir(root, sizes, *, row_group_size=3, struct=False):
                if struct else pa.array(pngs, pa.binary()))
         pq.write_table(pa.table({"key": keys, "img": col}), os.path.join(root, f"part-{f}.parquet"),
                        row_group_size=row_group_size)
-        rows += list(zip(keys, pngs, [f"part-{f}.parquet#{i}" for i in range(n)]))
+        rows += list(zip(keys, pngs, [f"part-{f}.parquet#{i}" for i in range(n)], strict=False))
     return rows
 
 

@@ -17,8 +17,16 @@ import pytest
 from PIL import Image
 
 import stn_jax
-from stn_jax.canonicalize import (OUTPUT_SCHEMA, REJECT_SCHEMA, Canonicalizer, NpzReader,
-                                  canonicalize_batches, decode_png, read_output, run_canonicalize)
+from stn_jax.canonicalize import (
+    OUTPUT_SCHEMA,
+    REJECT_SCHEMA,
+    Canonicalizer,
+    NpzReader,
+    canonicalize_batches,
+    decode_png,
+    read_output,
+    run_canonicalize,
+)
 from stn_jax.canonicalize import writer as writer_mod
 
 SHAPE = (8, 8, 1)
@@ -131,7 +139,7 @@ def test_folder_round_trip_with_rejects(tmp_path):
     d = table.to_pydict()
     assert d["source_id"][:3] == ["00.png", "01.png", "02.png"]
     assert set(d["transform"]) == {"affine"} and d["params"][0] == [1, 0, 0, 0, 1, 0]
-    for sid, png in zip(d["source_id"][:-1], d["image_png"][:-1]):  # identity warp: exact
+    for sid, png in zip(d["source_id"][:-1], d["image_png"][:-1], strict=False):  # identity warp: exact
         i = int(sid[:2])
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), digits[i])
     letterboxed = decode_png(d["image_png"][-1])[:, :, 0]

@@ -33,7 +33,7 @@ def test_parameter_counts_match_readme():
     assert set(rows) == {"r", "rts", "tc", "addition"}
     for dataset, counts in rows.items():
         assert len(counts) == len(COLUMNS)
-        for (name, transform), expected in zip(COLUMNS, counts):
+        for (name, transform), expected in zip(COLUMNS, counts, strict=True):
             if expected is None:
                 continue
             model = models.create_model(name, dataset=dataset, transform=transform)

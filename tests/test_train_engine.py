@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from _train_helpers import SHAPE, TinyDataset, TinySTN, is_loc
-from stn_jax.train import TrainConfig, create_state, eval_step, make_optimizer, make_schedule, train_step
-from stn_jax.train import parallel
+
+from stn_jax.train import TrainConfig, create_state, eval_step, make_optimizer, make_schedule, parallel, train_step
 from stn_jax.train.optim import localization_mask
 
 

@@ -8,8 +8,8 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-
 from _train_helpers import CLASSES, SHAPE, TinyDataset, TinySTN, is_loc
+
 from stn_jax.train import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_run, train
 from stn_jax.train.metrics import WALL_CLOCK_FIELDS, read_metrics
 

@@ -29,3 +29,24 @@ from stn_jax.canonicalize.writer import PartWriter
 from stn_jax.canonicalize.writer import decode_png
 from stn_jax.canonicalize.writer import encode_png
 from stn_jax.canonicalize.writer import read_output
+
+__all__ = [
+    "FolderReader",
+    "NpzReader",
+    "ParquetReader",
+    "Reader",
+    "RejectError",
+    "decode_image",
+    "open_reader",
+    "CanonicalBatch",
+    "Canonicalizer",
+    "Reject",
+    "canonicalize_batches",
+    "run_canonicalize",
+    "OUTPUT_SCHEMA",
+    "REJECT_SCHEMA",
+    "PartWriter",
+    "decode_png",
+    "encode_png",
+    "read_output",
+]

@@ -26,7 +26,8 @@ import io
 import os
 import re
 import zipfile
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -286,7 +287,7 @@ class ParquetReader(Reader):
         import pyarrow.parquet as pq
 
         offset = 0
-        for file, nrows, groups in zip(self.files, self._rows, self._row_groups):
+        for file, nrows, groups in zip(self.files, self._rows, self._row_groups, strict=False):
             if offset + nrows <= start:          # whole file already done
                 offset += nrows
                 continue

@@ -17,7 +17,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -105,7 +106,7 @@ class Canonicalizer:
 
     @classmethod
     def from_model(cls, model: Any, variables: Any, *, input_shape: Sequence[int],
-                   transformer_index: int = 0, devices: Sequence[Any] | None = None) -> "Canonicalizer":
+                   transformer_index: int = 0, devices: Sequence[Any] | None = None) -> Canonicalizer:
         """Wrap a Linen zoo model (``stn_jax.models``) with at least one spatial transformer.
 
         Args:
@@ -141,7 +142,7 @@ class Canonicalizer:
 
     @classmethod
     def from_workdir(cls, workdir: str | os.PathLike, *, step: int | None = None,
-                     transformer_index: int = 0, devices: Sequence[Any] | None = None) -> "Canonicalizer":
+                     transformer_index: int = 0, devices: Sequence[Any] | None = None) -> Canonicalizer:
         """Load a training run (``stn_jax.train.load_run``) and wrap its model."""
         from stn_jax.train import load_run
 
@@ -202,7 +203,7 @@ def _decoded_batches(reader: Reader, batch_size: int, start: int, input_shape: S
 
     def decode(raw: RawBatch):
         out: list[np.ndarray | Reject] = []
-        for i, (sid, payload) in enumerate(zip(raw.ids, raw.payloads)):
+        for i, (sid, payload) in enumerate(zip(raw.ids, raw.payloads, strict=False)):
             try:
                 out.append(decode_image(payload, input_shape))
             except RejectError as e:

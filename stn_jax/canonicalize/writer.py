@@ -31,7 +31,8 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -353,8 +354,8 @@ def read_output(output_dir: str | os.PathLike, *, rejects: bool = False):
     Returns:
       a ``pyarrow.Table`` with :data:`OUTPUT_SCHEMA` (or :data:`REJECT_SCHEMA`), ordered by row.
     """
-    import pyarrow.parquet as pq
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     output_dir = os.fspath(output_dir)
     with open(os.path.join(output_dir, MANIFEST)) as f:

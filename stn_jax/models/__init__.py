@@ -20,3 +20,21 @@ from stn_jax.models.zoo import STClassifier
 from stn_jax.models.zoo import budget
 from stn_jax.models.zoo import create_model
 from stn_jax.models.zoo import default_widths
+
+__all__ = [
+    "ARCHITECTURES",
+    "CNN",
+    "DATASET_SPECS",
+    "DatasetSpec",
+    "FCN",
+    "MODEL_NAMES",
+    "STClassifier",
+    "budget",
+    "count_params",
+    "create_model",
+    "default_widths",
+    "inspect_transformers",
+    "is_localization_path",
+    "summary",
+    "transform_penalty",
+]

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -110,7 +111,7 @@ class CNN(nn.Module):
                              f"and kernel_sizes={self.kernel_sizes}")
         if self.padding not in ("VALID", "SAME"):
             raise ValueError(f"CNN padding must be 'VALID' or 'SAME'; got {self.padding!r}")
-        for width, k in zip(self.features, self.kernel_sizes):
+        for width, k in zip(self.features, self.kernel_sizes, strict=True):
             if self.padding == "VALID" and min(x.shape[1:3]) < k:
                 raise ValueError(f"CNN: a {k}x{k} 'VALID' conv needs at least {k}x{k} input; "
                                  f"got {x.shape[1:3]} (use padding='SAME' or a larger input)")

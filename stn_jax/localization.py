@@ -134,7 +134,7 @@ def unconstrain(params: ArrayLike, transform: Transform, bound: str | None = Non
     """Inverse of :func:`constrain` (numpy, float32): the raw value that yields ``params``.
 
     Raises:
-      ValueError: ``params`` outside the bounded range (|translation| >= 1, scale not in (0, 2)).
+      ValueError: ``params`` outside the bounded range (absolute translation >= 1, scale not in (0, 2)).
     """
     check_bound(bound)
     params = np.asarray(params, np.float64)

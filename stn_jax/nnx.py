@@ -256,8 +256,9 @@ class ParallelSpatialTransformers(nnx.Module):
       num_heads: number of heads (default 2).
       localization: factory ``f(in_shape, rngs) -> nnx.Module`` (one net per head);
         ``None``: LocalizationMLP.
-      initial_params: (num_heads, P) or ``None``; initial_scale: 0.5.
-      Other options as in :class:`SpatialTransformer`.
+      initial_params: (num_heads, P) or ``None``.
+      initial_scale: zoom of each head's starting region (default 0.5).
+      options: the other options of :class:`SpatialTransformer`.
 
     Call: ``(x, *, return_params=False)``: x (N, H, W, C) -> (N, Ho, Wo, num_heads * C) with
     head i's output in channels ``[i*C, (i+1)*C)`` (and the list of per-head (N, P) params).

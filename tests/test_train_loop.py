@@ -12,6 +12,7 @@ from _train_helpers import CLASSES, SHAPE, TinyDataset, TinySTN, is_loc
 
 from stn_jax.train import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_run, train
 from stn_jax.train.metrics import WALL_CLOCK_FIELDS, read_metrics
+from stn_jax.train.runs import read_config
 
 
 def _config(workdir: pathlib.Path, **changes) -> TrainConfig:
@@ -142,3 +143,11 @@ def test_evaluate_rescores_checkpoint(reference_run):
     assert out["test_error"] == pytest.approx(results["test_error"])
     assert out["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
     assert json.loads((workdir / "evaluation.json").read_text())["step"] == 12
+
+
+def test_read_config_of_a_run_older_than_the_architecture_option(tmp_path):
+    values = {k: v for k, v in TrainConfig(model="cnn").to_dict().items() if k != "architecture"}
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert read_config(tmp_path).architecture == "padded"  # its checkpoints hold the earlier zoo's model
+    (tmp_path / "config.json").write_text(json.dumps({**values, "architecture": "paper"}))
+    assert read_config(tmp_path).architecture == "paper"

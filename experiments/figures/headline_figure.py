@@ -1,12 +1,13 @@
 """Headline figure: ST-CNN (affine) vs CNN on RTS and TC, from the committed run directories.
 
-One panel per dataset: validation error (%) against training step for every seed of each
-model (thin lines), the final test error of each seed (markers at the last step), and the
-paper's test error (dashed lines; full budget of 150k steps at batch 256). Reads
+One panel per dataset: validation error (%) against training images seen (both axes
+logarithmic) for every seed of each model and budget (thin lines), the final test error of each
+seed (markers at the last point), and the paper's test error (dash-dotted lines; full budget of
+150k steps at batch 256, 38.4M images). Reads
 ``metrics.jsonl`` / ``results.json`` under ``experiments/results/runs/``; writes
 ``experiments/results/headline.png``.
 
-    python -m experiments.figures.headline_figure [--recipe adam]
+    python -m experiments.figures.headline_figure [--recipe adam] [--architecture paper]
 """
 
 from __future__ import annotations
@@ -18,19 +19,23 @@ from pathlib import Path
 from experiments.paper import paper
 from experiments.paper.reproduce import ROOT
 from experiments.paper.summarize import HEADLINE, group_cells, load_runs, read_metrics
+from stn_jax.models import ARCHITECTURES
 
 COLORS = {"cnn": "#1f77b4", "st-cnn": "#d62728"}
 LABELS = {"cnn": "CNN", "st-cnn": "ST-CNN (affine)"}
 
 
-def _curve(run_dir: Path, split: str) -> tuple[list[int], list[float]]:
+def _curve(run_dir: Path, split: str, batch_size: int) -> tuple[list[int], list[float]]:
+    """(images seen, error %) of one split of a run."""
     rows = read_metrics(run_dir, split)
-    return [r["step"] for r in rows], [100 * r["error"] for r in rows]
+    return [r["step"] * batch_size for r in rows], [100 * r["error"] for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="adam", help="recipe whose runs are plotted (default: adam)")
+    parser.add_argument("--architecture", default="paper", choices=ARCHITECTURES,
+                        help="zoo architecture whose runs are plotted (default: paper)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "headline.png"))
     args = parser.parse_args(argv)
 
@@ -45,29 +50,32 @@ def main(argv: list[str] | None = None) -> int:
         table = "table1" if ds in paper.TABLE1_DATASETS else ds
         budgets = set()
         for model, transform in (("cnn", None), ("st-cnn", "affine")):
-            keys = sorted(k for k in cells if k[:5] == (table, ds, model, transform, args.recipe))
+            keys = sorted(k for k in cells
+                          if k[:5] == (table, ds, model, transform, args.recipe) and k[6] == args.architecture)
             for key, style in zip(keys, ("-", "--", ":"), strict=False):  # one line style per budget
                 group = sorted(cells[key], key=lambda g: g["seed"])
                 steps_batch = f"{key[5][0]:,} × {key[5][1]}"
                 budgets.add(steps_batch)
                 for i, run in enumerate(group):
-                    steps, errs = _curve(run["dir"], "val")
+                    images, errs = _curve(run["dir"], "val", key[5][1])
                     test = run["results"]["test_error_pct"]
-                    ax.plot(steps, errs, style, color=COLORS[model], alpha=0.7, lw=1.2,
+                    ax.plot(images, errs, style, color=COLORS[model], alpha=0.7, lw=1.2,
                             label=f"{LABELS[model]} val, {steps_batch} (n={len(group)})" if i == 0 else None)
-                    ax.plot([run["results"]["steps"]], [test], "o", color=COLORS[model], markersize=5,
+                    ax.plot([key[5][0] * key[5][1]], [test], "o", color=COLORS[model], markersize=5,
                             label=f"{LABELS[model]} test, {steps_batch}" if i == 0 else None)
             ref = paper.paper_error(ds, model, transform)
             if ref is not None:
                 ax.axhline(ref, color=COLORS[model], ls="-.", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
         budget = " and ".join(sorted(budgets))
+        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_xlabel("training step")
+        ax.set_xlabel("training images seen")
         ax.set_ylabel("error (%)")
-        ax.set_title(f"{title}: {budget} steps × batch, recipe {args.recipe}", fontsize=9)
+        ax.set_title(f"{title}: {budget} steps × batch, recipe {args.recipe}, {args.architecture} architecture",
+                     fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

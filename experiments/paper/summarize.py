@@ -11,8 +11,10 @@ in RESULTS.md comes from a committed results.json; nothing is typed in by hand.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ from pathlib import Path
 from experiments.paper import paper
 from experiments.paper.reproduce import RECIPES as _RECIPES
 from experiments.paper.reproduce import ROOT, RUNS_DIR
+from stn_jax.data.datasets import DEFAULT_VALIDATION_SIZE
+from stn_jax.train.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 TABLE_TITLES = {
@@ -29,15 +33,26 @@ TABLE_TITLES = {
 }
 
 
+RECIPE_KEYS = sorted({key.replace("-", "_") for recipe in _RECIPES.values() for key in recipe.options})
+"""Every `stn-jax train` option that some recipe sets (config.json spelling)."""
+
+
+def recipe_settings(name: str) -> dict:
+    """Recipe `name`'s value of every option in :data:`RECIPE_KEYS` (the engine's default where it sets none)."""
+    defaults = dataclasses.asdict(TrainConfig())
+    options = {key.replace("-", "_"): value for key, value in _RECIPES[name].options.items()}
+    return {key: options.get(key, defaults[key]) for key in RECIPE_KEYS}
+
+
 def recipe_of(config: dict) -> str:
-    """The `experiments/paper/reproduce.py` variant a run's config belongs to."""
-    if config.get("optimizer") == "sgd":
-        return "paper"
-    if config.get("st_pool", 0) == 1:
-        return "adam-fullres"
-    if config.get("padding_mode", "zeros") != "zeros":
-        return f"adam-{config['padding_mode']}"
-    return "adam" if config.get("identity_penalty", 0) > 0 else "adam-nopen"
+    """The `experiments/paper/reproduce.py` recipe a run's config follows: the one whose settings all
+    equal the config's (options missing from an older config take the engine's default); ``custom``
+    when none does, so a run trained with other options is never shown under a recipe's name."""
+    defaults = dataclasses.asdict(TrainConfig())
+    for name in _RECIPES:
+        if all(config.get(key, defaults[key]) == value for key, value in recipe_settings(name).items()):
+            return name
+    return "custom"
 
 
 def architecture_of(config: dict) -> str:
@@ -47,11 +62,18 @@ def architecture_of(config: dict) -> str:
 
 MIN_IMAGES = 500_000
 """Training images (about 9 passes over the 55,000 training digits) below which no run counts as converged."""
-CONVERGENCE_RULE = ("a run counts as *converged* when (a) its validation error at the end of training differs by less "
-                    "than 5% (relative) from its validation error at half the budget (the evaluation nearest that "
-                    f"step), and (b) it trained on at least {MIN_IMAGES:,} images; a cell is converged when every seed "
-                    "is. (a) over the whole second half, not only the last quarter, because a schedule that decays "
-                    "the learning rate flattens the last quarter of any run")
+CONVERGENCE_RULE = ("a run counts as *converged* when (a) its validation error at the end of training differs from "
+                    "its validation error at half the budget (the evaluation nearest that step) by less than 5% "
+                    "(relative) or by less than one standard error of the final validation estimate, "
+                    "sqrt(p(1-p)/n) over its n validation images (a change within measurement noise), and (b) it "
+                    f"trained on at least {MIN_IMAGES:,} images; a cell is converged when every seed is. (a) spans the "
+                    "whole second half, not only the last quarter, because a schedule that decays the learning rate "
+                    "flattens the last quarter of any run")
+
+
+def validation_count(run: dict) -> int:
+    """Validation images behind a run's validation error (the data layer's default when unset)."""
+    return run["results"].get("config", {}).get("validation_size") or DEFAULT_VALIDATION_SIZE
 
 
 def converged(run: dict) -> bool | None:
@@ -62,11 +84,10 @@ def converged(run: dict) -> bool | None:
     steps = run["results"]["steps"]
     if steps * run["results"]["batch_size"] < MIN_IMAGES:
         return False
-    half = min(val[:-1], key=lambda r: abs(r["step"] - 0.5 * steps))
+    half = min(val[:-1], key=lambda r: abs(r["step"] - 0.5 * steps))["error"]
     end = val[-1]["error"]
-    if half["error"] == 0:
-        return end == 0
-    return abs(end - half["error"]) / half["error"] < 0.05
+    standard_error = math.sqrt(end * (1 - end) / validation_count(run))
+    return abs(end - half) < max(0.05 * half, standard_error)
 
 
 def cell_converged(group: list[dict]) -> bool:

@@ -45,13 +45,18 @@ class LoadedRun:
 def read_config(workdir: str | pathlib.Path) -> TrainConfig:
     """The :class:`TrainConfig` a run saved as ``WORKDIR/config.json``.
 
+    A config saved before the ``architecture`` option existed describes the earlier zoo, so it
+    reads as ``architecture="padded"`` (its checkpoints hold that model's parameters).
+
     Raises:
       ValueError: `workdir` has no config.json.
     """
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
         raise ValueError(f"{workdir} is not a training workdir (no config.json)")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    values = json.loads(path.read_text())
+    values.setdefault("architecture", "padded")
+    return TrainConfig.from_dict(values)
 
 
 def load_run(workdir: str | pathlib.Path, *, step: int | None = None, model: Any = None,

@@ -20,6 +20,8 @@ def test_recipes_are_the_published_flag_lists():
         "adam-border": _ADAM + ["--padding-mode", "border"],
         "adam-fullres": _ADAM + ["--st-pool", "1"],
         "adam-nopen": _ADAM[:-1] + ["0"],
+        "adam-tuned": ["--optimizer", "adam", "--lr", "0.01", "--warmup-steps", "200", "--schedule", "cosine",
+                       "--clip-norm", "1.0", "--identity-penalty", "0.01", "--loc-lr-mult", "1.0"],
     }
     assert list(reproduce.RECIPES)[0] == "paper"
     assert all(r.description for r in reproduce.RECIPES.values())

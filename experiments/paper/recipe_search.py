@@ -31,6 +31,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "adam-lr3e-3-warm": ("adam", ["--lr", "0.003", "--warmup-steps", "200"]),
     "adam-lr3e-3-warm-loc1": ("adam", ["--lr", "0.003", "--warmup-steps", "200", "--loc-lr-mult", "1.0"]),
     "adam-lr1e-2-warm": ("adam", ["--lr", "0.01", "--warmup-steps", "200"]),
+    "adam-lr1e-2-warm-loc1": ("adam", ["--lr", "0.01", "--warmup-steps", "200", "--loc-lr-mult", "1.0"]),
 }
 """Candidate name -> (base recipe, `stn-jax train` overrides of that recipe)."""
 
@@ -97,16 +98,26 @@ def main(argv: list[str] | None = None) -> int:
                 code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             print(f"    exit {code} after {time.time() - start:.0f} s", flush=True)
     ranking = rank(args.dataset, args.models, args.candidates, args.steps, args.batch_size)
-    summary = {"dataset": args.dataset, "transform": args.transform, "steps": args.steps,
-               "batch_size": args.batch_size, "seed": args.seed, "selection": "lowest final validation error",
-               "candidates": {c: {"recipe": CANDIDATES[c][0], "overrides": CANDIDATES[c][1]} for c in args.candidates},
-               "models": ranking}
-    if not args.dry_run:
-        SEARCH_DIR.mkdir(parents=True, exist_ok=True)
-        path = SEARCH_DIR / f"recipe_search-{args.dataset}-{args.steps}x{args.batch_size}.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(ranking, indent=2))
+    if not args.dry_run:
+        write_summary(args, ranking)
     return 0
+
+
+def write_summary(args: argparse.Namespace, ranking: dict) -> Path:
+    """Record `ranking` in ``recipe_search-<dataset>-<steps>x<batch>.json``, keeping the models that
+    earlier invocations ranked (one invocation per model family is the usual way to run it)."""
+    path = SEARCH_DIR / f"recipe_search-{args.dataset}-{args.steps}x{args.batch_size}.json"
+    summary = json.loads(path.read_text()) if path.exists() else {"models": {}, "candidates": {}}
+    summary.update({"dataset": args.dataset, "transform": args.transform, "steps": args.steps,
+                    "batch_size": args.batch_size, "seed": args.seed,
+                    "selection": "lowest final validation error"})
+    summary["candidates"].update({c: {"recipe": CANDIDATES[c][0], "overrides": CANDIDATES[c][1]}
+                                  for c in args.candidates})
+    summary["models"].update(ranking)
+    SEARCH_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ Examples::
         --variants adam-border adam-nopen adam-fullres --only ...   # ablations (see RESULTS.md)
     python -m experiments.paper.reproduce --steps 20000 --batch-size 64 --tables addition \
         --variants adam --tag 20k                    # a longer budget beside the 2k runs
+    # the headline at 512k images with the recipe chosen on validation (recipe_search.py)
+    python -m experiments.paper.reproduce --tables rts --variants adam-tuned --steps 4000 \
+        --batch-size 128 --tag 512k --headline-seeds 1 2 --only ... -- --eval-every 250
     # full paper budget on an accelerator
     python -m experiments.paper.reproduce --tables table1 tc addition --steps 150000 --batch-size 256
     # then build RESULTS.md

@@ -5,7 +5,7 @@ Each candidate is a recipe (``recipes/<name>.toml``) plus optional `stn-jax trai
 ``experiments/results/recipe_search/<dataset>-<model>-<candidate>-<steps>x<batch>/`` (``--resume``
 continues an interrupted one, a finished one is skipped). The ranking uses the *validation* error at
 the end of each run, never the test error, so the test sets stay untouched by the choice;
-``recipe_search.json`` beside the runs records every candidate's curve end and the winner per model.
+``recipe_search-<dataset>-<steps>x<batch>.json`` beside the runs records every candidate's curve end and the winner per model.
 
     python -m experiments.paper.recipe_search --dataset rts --models st-cnn cnn --steps 1000 \\
         --batch-size 128 --data-dir ../shared/data/mnist

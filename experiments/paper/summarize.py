@@ -11,7 +11,6 @@ in RESULTS.md comes from a committed results.json; nothing is typed in by hand.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime
 import json
 import math
@@ -35,22 +34,24 @@ TABLE_TITLES = {
 
 RECIPE_KEYS = sorted({key.replace("-", "_") for recipe in _RECIPES.values() for key in recipe.options})
 """Every `stn-jax train` option that some recipe sets (config.json spelling)."""
+_ENGINE_DEFAULTS = TrainConfig().to_dict()
 
 
 def recipe_settings(name: str) -> dict:
     """Recipe `name`'s value of every option in :data:`RECIPE_KEYS` (the engine's default where it sets none)."""
-    defaults = dataclasses.asdict(TrainConfig())
     options = {key.replace("-", "_"): value for key, value in _RECIPES[name].options.items()}
-    return {key: options.get(key, defaults[key]) for key in RECIPE_KEYS}
+    return {key: options.get(key, _ENGINE_DEFAULTS[key]) for key in RECIPE_KEYS}
+
+
+_RECIPE_SETTINGS = {name: recipe_settings(name) for name in _RECIPES}
 
 
 def recipe_of(config: dict) -> str:
     """The `experiments/paper/reproduce.py` recipe a run's config follows: the one whose settings all
     equal the config's (options missing from an older config take the engine's default); ``custom``
     when none does, so a run trained with other options is never shown under a recipe's name."""
-    defaults = dataclasses.asdict(TrainConfig())
-    for name in _RECIPES:
-        if all(config.get(key, defaults[key]) == value for key, value in recipe_settings(name).items()):
+    for name, settings in _RECIPE_SETTINGS.items():
+        if all(config.get(key, _ENGINE_DEFAULTS[key]) == value for key, value in settings.items()):
             return name
     return "custom"
 

@@ -20,6 +20,7 @@ OWNERS = {
     "dataset": stn_jax.data.DATASETS,
     "model": stn_jax.models.MODEL_NAMES,
     "architecture": stn_jax.models.ARCHITECTURES,
+    "conv": stn_jax.models.CONV_IMPLS,
     "transform": stn_jax.transforms.TRANSFORM_KINDS,
     "padding_mode": stn_jax.sampling.PADDING_MODES,
     "data_source": stn_jax.data.sources.SOURCES,

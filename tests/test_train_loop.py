@@ -151,3 +151,11 @@ def test_read_config_of_a_run_older_than_the_architecture_option(tmp_path):
     assert read_config(tmp_path).architecture == "padded"  # its checkpoints hold the earlier zoo's model
     (tmp_path / "config.json").write_text(json.dumps({**values, "architecture": "paper"}))
     assert read_config(tmp_path).architecture == "paper"
+
+
+def test_read_config_of_a_run_older_than_the_conv_option(tmp_path):
+    values = {k: v for k, v in TrainConfig(model="cnn").to_dict().items() if k != "conv"}
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert read_config(tmp_path).conv == "xla"  # it ran XLA's convolutions
+    (tmp_path / "config.json").write_text(json.dumps({**values, "conv": "im2col"}))
+    assert read_config(tmp_path).conv == "im2col"

@@ -5,6 +5,7 @@
 >>> print(models.summary("st-cnn", "rts", "affine"))      # doctest: +SKIP
 """
 
+from stn_jax.models.conv import CONV_IMPLS
 from stn_jax.models.helpers import count_params
 from stn_jax.models.helpers import inspect_transformers
 from stn_jax.models.helpers import is_localization_path
@@ -24,6 +25,7 @@ from stn_jax.models.zoo import default_widths
 __all__ = [
     "ARCHITECTURES",
     "CNN",
+    "CONV_IMPLS",
     "DATASET_SPECS",
     "DatasetSpec",
     "FCN",

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 
 from stn_jax import linen as stn
 from stn_jax import localization as core
+from stn_jax.models.conv import check_conv_impl, conv_function
 from stn_jax.models.specs import DatasetSpec, get_spec
 
 MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn")
@@ -93,8 +94,10 @@ class CNN(nn.Module):
 
     Convolutions use ``padding`` ('VALID', the paper's, shrinks each side by k - 1; 'SAME'
     keeps it); max-pooling always rounds up (2x2, stride 2, 'SAME'), so a 21x21 input gives
-    13 -> 7 -> 1 -> 1 with 'VALID' convs. Input (N, H, W, C); output (N, num_classes) float32
-    logits. A 'VALID' conv larger than its input raises ValueError.
+    13 -> 7 -> 1 -> 1 with 'VALID' convs. ``conv`` picks the convolution implementation
+    (:data:`stn_jax.models.conv.CONV_IMPLS`; same sums, different speed). Input (N, H, W, C);
+    output (N, num_classes) float32 logits. A 'VALID' conv larger than its input raises
+    ValueError.
     """
 
     features: Sequence[int] = (32, 64)
@@ -103,9 +106,11 @@ class CNN(nn.Module):
     num_classes: int = 10
     dropout_rate: float = 0.0
     dtype: Dtype | None = None
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        check_conv_impl(self.conv)
         if len(self.features) != len(self.kernel_sizes):
             raise ValueError(f"CNN needs one kernel size per conv; got features={self.features} "
                              f"and kernel_sizes={self.kernel_sizes}")
@@ -115,7 +120,8 @@ class CNN(nn.Module):
             if self.padding == "VALID" and min(x.shape[1:3]) < k:
                 raise ValueError(f"CNN: a {k}x{k} 'VALID' conv needs at least {k}x{k} input; "
                                  f"got {x.shape[1:3]} (use padding='SAME' or a larger input)")
-            x = nn.Conv(width, (k, k), padding=self.padding, dtype=self.dtype)(x)
+            x = nn.Conv(width, (k, k), padding=self.padding, dtype=self.dtype,
+                        conv_general_dilated=conv_function(self.conv))(x)
             x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME"))
         x = x.reshape((x.shape[0], -1))
         if self.dropout_rate:
@@ -259,7 +265,7 @@ def default_widths(name: str, dataset: str, transform: str = "affine", *,
 
 _ST_OPTIONS = ("num_control_points", "mode", "padding_mode", "align_corners", "bound",
                "output_size")
-_CLASSIFIER_OPTIONS = ("hidden", "features", "kernel_sizes", "dropout_rate")
+_CLASSIFIER_OPTIONS = ("hidden", "features", "kernel_sizes", "dropout_rate", "conv")
 
 
 def create_model(name: str, *, dataset: str, transform: str = "affine", **overrides: Any
@@ -272,7 +278,9 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
       transform: transformer kind for ST models (``affine``, ``projective``, ``tps``,
         ``attention``, ``similarity``, ``translation``); ignored by ``fcn``/``cnn``.
       **overrides: ``architecture`` (:data:`ARCHITECTURES`, default ``"paper"``); classifier
-        options ``hidden`` (FCN widths), ``features``/``kernel_sizes`` (CNN), ``dropout_rate``; transformer options ``num_control_points``, ``mode``,
+        options ``hidden`` (FCN widths), ``features``/``kernel_sizes``/``conv`` (CNN; ``conv``
+        is the convolution implementation, :data:`stn_jax.models.conv.CONV_IMPLS`),
+        ``dropout_rate``; transformer options ``num_control_points``, ``mode``,
         ``padding_mode``, ``align_corners``, ``bound``, ``output_size``; ``pool`` (post-ST
         average pooling), ``localization`` (a Linen module, or for ``2st-fcn`` a factory),
         ``dtype`` (computation dtype, e.g. ``jnp.bfloat16``).
@@ -310,8 +318,9 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
     cls_opts = {k: overrides[k] for k in _CLASSIFIER_OPTIONS if k in overrides}
     k = spec.num_classes
     if name in ("fcn", "st-fcn", "2st-fcn"):
-        if "features" in cls_opts or "kernel_sizes" in cls_opts:
-            raise ValueError(f"{name} has an FCN classifier; use hidden=..., not features/kernel_sizes")
+        if {"features", "kernel_sizes", "conv"} & set(cls_opts):
+            raise ValueError(f"{name} has an FCN classifier; use hidden=..., not "
+                             "features/kernel_sizes/conv")
         classifier = FCN(hidden=tuple(cls_opts.get("hidden", widths["hidden"])), num_classes=k,
                          dropout_rate=cls_opts.get("dropout_rate", 0.0), dtype=dtype,
                          parent=None)
@@ -322,7 +331,7 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
                          kernel_sizes=tuple(cls_opts.get("kernel_sizes", (9, 7))), num_classes=k,
                          padding="VALID" if architecture == "paper" else "SAME",
                          dropout_rate=cls_opts.get("dropout_rate", 0.0), dtype=dtype,
-                         parent=None)
+                         conv=check_conv_impl(cls_opts.get("conv", "auto")), parent=None)
     if not is_st:
         return classifier
     pool = int(overrides.get("pool", spec.st_pool))

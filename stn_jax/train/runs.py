@@ -46,7 +46,8 @@ def read_config(workdir: str | pathlib.Path) -> TrainConfig:
     """The :class:`TrainConfig` a run saved as ``WORKDIR/config.json``.
 
     A config saved before the ``architecture`` option existed describes the earlier zoo, so it
-    reads as ``architecture="padded"`` (its checkpoints hold that model's parameters).
+    reads as ``architecture="padded"`` (its checkpoints hold that model's parameters); one saved
+    before the ``conv`` option ran XLA's convolutions, so it reads as ``conv="xla"``.
 
     Raises:
       ValueError: `workdir` has no config.json.
@@ -56,6 +57,7 @@ def read_config(workdir: str | pathlib.Path) -> TrainConfig:
         raise ValueError(f"{workdir} is not a training workdir (no config.json)")
     values = json.loads(path.read_text())
     values.setdefault("architecture", "padded")
+    values.setdefault("conv", "xla")
     return TrainConfig.from_dict(values)
 
 

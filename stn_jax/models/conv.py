@@ -10,10 +10,12 @@ forward and backward passes 1.9x (RTS, 17x17 input, batch 128) to 3.1x (TC, 26x2
 
 Implementations (:data:`CONV_IMPLS`, the ``conv=`` option of :func:`stn_jax.models.create_model`):
 
-``xla``      ``lax.conv_general_dilated`` everywhere.
-``im2col``   :func:`im2col_conv_general_dilated`.
-``auto``     (default) ``im2col`` when JAX's default backend is the CPU, else ``xla`` (cuDNN
-             and the TPU convolution emitters are faster than any gather + matmul).
+==========  =====================================================================================
+``xla``     ``lax.conv_general_dilated`` everywhere
+``im2col``  :func:`im2col_conv_general_dilated`
+``auto``    (default) ``im2col`` when JAX's default backend is the CPU, else ``xla`` (cuDNN and
+            the TPU convolution emitters are faster than any gather + matmul)
+==========  =====================================================================================
 
 Both compute the same convolution; they differ only in the order of floating-point sums
 (about 1e-6 relative in float32), so a run's numbers do not depend on the choice beyond that.

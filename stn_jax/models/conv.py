@@ -4,9 +4,11 @@ XLA:CPU runs ``lax.conv_general_dilated`` far below the speed of a matrix produc
 size, and its filter and input gradients are slower still. On the paper's second conv (7x7,
 16 -> c2 filters) an *im2col* formulation -- gather the k*k*c_in input patches with static
 slices, then one matrix product with the (k*k*c_in, c_out) kernel -- computes the same sums with
-forward and backward passes 1.9x (RTS, 17x17 input, batch 128) to 3.1x (TC, 26x26) faster on a
-2-core x86_64 CPU, and the first conv (one input channel) is no slower
-(``experiments/benchmarks/bench_conv.py``).
+forward and backward passes 2.4x (RTS, 17x17 input, batch 128) and 3.0x (TC, 26x26) faster on a
+2-core x86_64 CPU; on the first conv (one input channel) the two are about even
+(``experiments/benchmarks/bench_conv.py``). The gathered patches take k*k times the input's
+memory, so a convolution whose patch matrix would exceed :data:`IM2COL_MAX_PATCH_BYTES` (large
+images or batches, e.g. bulk canonicalisation at 224x224) falls back to XLA's.
 
 Implementations (:data:`CONV_IMPLS`, the ``conv=`` option of :func:`stn_jax.models.create_model`):
 
@@ -32,6 +34,10 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "im2col")
 """Values of the ``conv=`` option (see the module docstring)."""
+
+IM2COL_MAX_PATCH_BYTES = 1 << 30
+"""Largest patch matrix (bytes) :func:`im2col_conv_general_dilated` builds; above it, XLA's
+convolution runs instead."""
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -70,27 +76,30 @@ def im2col_conv_general_dilated(
 
     Returns:
       (N, Ho, Wo, C_out), Ho = H + top + bottom - kh + 1 (likewise Wo). Any other layout,
-      stride, dilation or grouping is passed on to ``lax.conv_general_dilated`` unchanged.
+      stride, dilation or grouping, and any convolution whose patch matrix would exceed
+      :data:`IM2COL_MAX_PATCH_BYTES`, is passed on to ``lax.conv_general_dilated`` unchanged.
     """
     simple = (_is_nhwc(lhs.ndim, dimension_numbers) and tuple(window_strides) == (1, 1)
               and all(d == 1 for d in (lhs_dilation or (1, 1)))
               and all(d == 1 for d in (rhs_dilation or (1, 1)))
               and feature_group_count == 1 and batch_group_count == 1)
+    if simple:
+        kh, kw, c_in, _ = rhs.shape
+        n, h, w, _ = lhs.shape
+        pads = (lax.padtype_to_pads((h, w), (kh, kw), (1, 1), padding)
+                if isinstance(padding, str) else [tuple(p) for p in padding])
+        oh, ow = h + sum(pads[0]) - kh + 1, w + sum(pads[1]) - kw + 1
+        patch_bytes = n * oh * ow * kh * kw * c_in * jnp.dtype(lhs.dtype).itemsize
+        simple = patch_bytes <= IM2COL_MAX_PATCH_BYTES
     if not simple:
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count, batch_group_count=batch_group_count,
             precision=precision, preferred_element_type=preferred_element_type)
-    kh, kw, c_in, c_out = rhs.shape
-    if isinstance(padding, str):
-        pads = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
-    else:
-        pads = [tuple(p) for p in padding]
+    c_out = rhs.shape[-1]
     if any(p != (0, 0) for p in pads):
         lhs = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
-    n, h, w, _ = lhs.shape
-    oh, ow = h - kh + 1, w - kw + 1
     patches = jnp.concatenate([lhs[:, i:i + oh, j:j + ow, :] for i in range(kh)
                                for j in range(kw)], axis=-1)
     out = lax.dot_general(patches.reshape(n * oh * ow, kh * kw * c_in),

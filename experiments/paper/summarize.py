@@ -149,7 +149,9 @@ def _label(model: str, transform: str | None, architecture: str = "") -> str:
 RECIPES = {name: recipe.description for name, recipe in _RECIPES.items()}  # from experiments/paper/recipes/*.toml
 HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))
 DATASET_ORDER = (*paper.TABLE1_DATASETS, "tc", "addition")  # the paper's column order
-TRANSFORMER_ONLY_RECIPES = ("adam-border", "adam-fullres", "adam-nopen")  # change nothing in a CNN without a transformer
+# Recipes that change only the transformer -> the recipe of the CNN they are compared with.
+TRANSFORMER_ONLY_RECIPES = {"adam-border": "adam", "adam-fullres": "adam", "adam-nopen": "adam",
+                            "adam-tuned-fullres": "adam-tuned", "adam-tuned-loc01": "adam-tuned"}
 
 
 def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:
@@ -171,7 +173,7 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
     for (table, ds, model, transform, recipe, budget, arch), group in order:
         if ds not in dict(HEADLINE) or (model, transform) != ("st-cnn", "affine"):
             continue
-        cnn_recipe = "adam" if recipe in TRANSFORMER_ONLY_RECIPES else recipe
+        cnn_recipe = TRANSFORMER_ONLY_RECIPES.get(recipe, recipe)
         cnn = cells.get((table, ds, "cnn", None, cnn_recipe, budget, arch))
         if not cnn or not (cell_converged(cnn) and cell_converged(group)):
             continue

@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel("training images seen")
         ax.set_ylabel("error (%)")
-        ax.set_title(f"{title}: {budget} steps × batch, recipe {args.recipe}, {args.architecture} architecture",
-                     fontsize=9)
+        ax.set_title(f"{title}: {budget} steps × batch", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    fig.suptitle(f"recipe {args.recipe}, {args.architecture} architecture", fontsize=10)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

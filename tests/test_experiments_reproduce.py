@@ -11,6 +11,8 @@ from stn_jax.train import TrainConfig
 
 _ADAM = ["--optimizer", "adam", "--lr", "0.001", "--schedule", "cosine", "--clip-norm", "1.0",
          "--identity-penalty", "0.01"]
+_TUNED = ["--optimizer", "adam", "--lr", "0.01", "--warmup-steps", "200", "--schedule", "cosine",
+          "--clip-norm", "1.0", "--identity-penalty", "0.01", "--loc-lr-mult", "1.0"]
 
 
 def test_recipes_are_the_published_flag_lists():
@@ -20,8 +22,9 @@ def test_recipes_are_the_published_flag_lists():
         "adam-border": _ADAM + ["--padding-mode", "border"],
         "adam-fullres": _ADAM + ["--st-pool", "1"],
         "adam-nopen": _ADAM[:-1] + ["0"],
-        "adam-tuned": ["--optimizer", "adam", "--lr", "0.01", "--warmup-steps", "200", "--schedule", "cosine",
-                       "--clip-norm", "1.0", "--identity-penalty", "0.01", "--loc-lr-mult", "1.0"],
+        "adam-tuned": _TUNED,
+        "adam-tuned-fullres": _TUNED + ["--st-pool", "1"],
+        "adam-tuned-loc01": _TUNED[:-1] + ["0.1"],
     }
     assert list(reproduce.RECIPES)[0] == "paper"
     assert all(r.description for r in reproduce.RECIPES.values())

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from experiments.benchmarks.bench_train import engine_loop, interleaved_rates
+from experiments.benchmarks.bench_train import engine_loop, interleaved_rates, load_benchmark_mnist, machine_record
 from stn_jax.models.conv import im2col_conv_general_dilated
 
 # (label, input side, in channels, out channels, kernel, input needs a gradient)
@@ -125,10 +125,7 @@ def main() -> None:
                         help="result JSON (commit it under experiments/results/<machine>/)")
     args = parser.parse_args()
 
-    from stn_jax.data import load_mnist
-
-    source = "idx" if os.path.isdir(args.data_dir) else "sample"
-    mnist = load_mnist(source, data_dir=args.data_dir if source == "idx" else None)
+    mnist = load_benchmark_mnist(args.data_dir)
     layers = layer_times(args.batch_size, args.layer_reps)
     steps = {"rts cnn": 10, "rts st-cnn": 30, "tc cnn": 4, "tc st-cnn": 10}
     engine = engine_rates(mnist, args.batch_size, steps, args.repeats)
@@ -136,9 +133,7 @@ def main() -> None:
         "benchmark": "CNN classifier convolutions: XLA's vs im2col (patches @ kernel)",
         "batch_size": args.batch_size, "mnist_source": mnist.source,
         "layers": layers, "engine": engine,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": len(os.sched_getaffinity(0)), "load_average_at_end": os.getloadavg(),
-                    "jax_devices": [str(d) for d in jax.devices()]},
+        "machine": machine_record(),
         "versions": {"jax": jax.__version__, "python": platform.python_version()},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }

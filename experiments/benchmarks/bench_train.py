@@ -237,6 +237,21 @@ def interleaved_rates(loops: Sequence[Loop], *, steps: int | dict[str, int], rep
     return rates
 
 
+def load_benchmark_mnist(data_dir: str) -> Any:
+    """MNIST from the IDX files in `data_dir` when it exists, else the bundled 5,000-digit sample."""
+    from stn_jax.data import load_mnist
+
+    source = "idx" if os.path.isdir(data_dir) else "sample"
+    return load_mnist(source, data_dir=data_dir if source == "idx" else None)
+
+
+def machine_record() -> dict[str, Any]:
+    """Platform, processor, visible CPUs, load average now and JAX devices, for a result JSON."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": len(os.sched_getaffinity(0)), "load_average_at_end": os.getloadavg(),
+            "jax_devices": [str(d) for d in jax.devices()]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -251,12 +266,11 @@ def main() -> None:
 
     import torch
 
-    from stn_jax.data import load_mnist, make_dataset
+    from stn_jax.data import make_dataset
     from stn_jax.models import count_params
     from stn_jax.train import TrainConfig, make_mesh
 
-    source = "idx" if os.path.isdir(args.data_dir) else "sample"
-    mnist = load_mnist(source, data_dir=args.data_dir if source == "idx" else None)
+    mnist = load_benchmark_mnist(args.data_dir)
     dataset = make_dataset("rts", mnist)
     config = TrainConfig(dataset="rts", model="st-cnn", transform="affine", architecture=args.architecture,
                          batch_size=args.batch_size, lr=0.01, momentum=0.9, loc_lr_mult=0.1)
@@ -283,9 +297,7 @@ def main() -> None:
         "images_per_s_median": med, "images_per_s_all": rates,
         "ratio_jax_engine_vs_torch": med["jax_engine"] / med["torch_step"],
         "ratio_jax_step_vs_torch": med["jax_step"] / med["torch_step"],
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": len(os.sched_getaffinity(0)), "load_average_at_end": os.getloadavg(),
-                    "jax_devices": [str(d) for d in jax.devices()]},
+        "machine": machine_record(),
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                      "python": platform.python_version()},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -106,6 +106,50 @@ def test_convergence_rule(runs):
     assert not summarize.converged(run(2000, 256, 0.0116, 0.01))
 
 
+def test_convergence_across_budgets_compares_final_validation_errors(runs):
+    """Part (b): a cosine run still falling within itself is converged when the same cell and seed at
+    half the images (or fewer) ended within 5% / one standard error of it; never below 500k images."""
+    common = dict(dataset="rts", model="cnn", transform="affine", optimizer="adam", architecture="paper")
+    _write_run(runs, "table1", "rts-cnn-s0-adam-4k", seed=0, error_pct=2.00, steps=4000, batch=128, **common)
+    _write_run(runs, "table1", "rts-cnn-s0-adam-8k", seed=0, error_pct=1.95, steps=8000, batch=128, **common)
+    _write_run(runs, "table1", "rts-cnn-s1-adam-4k", seed=1, error_pct=2.00, steps=4000, batch=128, **common)
+    _write_run(runs, "table1", "rts-cnn-s1-adam-8k", seed=1, error_pct=1.60, steps=8000, batch=128, **common)
+    by_name = {run["name"]: run for run in summarize.load_runs()}
+    long0, long1, short0 = by_name["rts-cnn-s0-adam-8k"], by_name["rts-cnn-s1-adam-8k"], by_name["rts-cnn-s0-adam-4k"]
+    assert long0["half_budget_run"]["name"] == "rts-cnn-s0-adam-4k"   # same seed, not seed 1's
+    assert short0["half_budget_run"] is None                           # 2k x 64 = 128k is padded-architecture
+    assert not summarize.converged_within_run(long0)                   # 2x over its second half
+    assert summarize.converged_across_budgets(long0) and summarize.converged(long0)   # 2.00 -> 1.95: 2.5%
+    assert not summarize.converged_across_budgets(long1) and not summarize.converged(long1)  # 2.00 -> 1.60: 20%
+    cell = summarize.group_cells(list(by_name.values()))[("table1", "rts", "cnn", None, "adam", (8000, 128), "paper")]
+    assert summarize._convergence_flag(cell) == "no (after 0.51M images: 2.00 → 1.77)"
+    assert summarize._convergence_flag([long0]) == "yes (after 0.51M images: 2.00 → 1.95)"
+    # The shorter run below 500k images may be the reference, but a long run needs 500k itself.
+    _write_run(runs, "table1", "rts-cnn-s0-adam-1k", seed=0, error_pct=2.00, steps=1000, batch=128, **common)
+    _write_run(runs, "table1", "rts-cnn-s0-adam-2k", seed=0, error_pct=2.00, steps=2000, batch=128, **common)
+    by_name = {run["name"]: run for run in summarize.load_runs()}
+    assert summarize.converged_across_budgets(by_name["rts-cnn-s0-adam-2k"])
+    assert not summarize.converged(by_name["rts-cnn-s0-adam-2k"])                # 256k images
+    assert by_name["rts-cnn-s0-adam-8k"]["half_budget_run"]["name"] == "rts-cnn-s0-adam-4k"  # the longest one
+
+
+def test_fcn_width_runs_are_their_own_cells(runs):
+    _write_run(runs, "table1", "rts-fcn-s0-adam-w1024", dataset="rts", model="fcn", transform="affine",
+               seed=0, optimizer="adam", error_pct=4.0)
+    path = runs / "table1" / "rts-fcn-s0-adam-w1024" / "results.json"
+    results = json.loads(path.read_text())
+    results["config"]["fcn_width"] = 1024
+    path.write_text(json.dumps(results))
+    _write_run(runs, "table1", "rts-fcn-s0-adam", dataset="rts", model="fcn", transform="affine",
+               seed=0, optimizer="adam", error_pct=9.0)
+    cells = summarize.group_cells(summarize.load_runs())
+    assert [r["name"] for r in cells[("table1", "rts", "fcn", None, "adam", (2000, 64), "width 1024")]] == \
+        ["rts-fcn-s0-adam-w1024"]
+    assert [r["name"] for r in cells[("table1", "rts", "fcn", None, "adam", (2000, 64), "")]] == ["rts-fcn-s0-adam"]
+    text = summarize.build()
+    assert "| RTS | FCN (2×1024) | adam | 4.00 |" in text and "| RTS | FCN | adam | 9.00 |" in text
+
+
 def test_headline_omitted_without_a_cnn_partner(runs):
     _write_run(runs, "table1", "rts-st-cnn-affine-s0-adam-long", dataset="rts", model="st-cnn", transform="affine",
                seed=0, optimizer="adam", error_pct=1.0, steps=4000, batch=256, half_ratio=1.01, architecture="paper")

@@ -182,6 +182,24 @@ def test_config_files(tmp_path):
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+def test_fcn_width_sets_both_hidden_layers_of_fcn_classifiers_only():
+    from stn_jax.models import count_params, create_model
+
+    wide = create_model("fcn", dataset="rts", **TrainConfig(model="fcn", fcn_width=512).model_options())
+    assert tuple(wide.hidden) == (512, 512)
+    st = create_model("st-fcn", dataset="rts", **TrainConfig(model="st-fcn", fcn_width=64).model_options())
+    assert tuple(st.classifier.hidden) == (64, 64)
+    # 0 keeps the zoo's budget-matched widths; the CNN models ignore the option
+    assert tuple(create_model("fcn", dataset="rts", **TrainConfig(model="fcn").model_options()).hidden) == (128, 128)
+    assert TrainConfig(model="cnn", fcn_width=512).model_options() == TrainConfig(model="cnn").model_options()
+    params = wide.init(jax.random.key(0), jnp.zeros((1, 42, 42, 1)))["params"]
+    assert count_params(params) == 42 * 42 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+    with pytest.raises(ValueError, match="fcn_width must be a non-negative integer"):
+        TrainConfig(fcn_width=-1).validate()
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "fcn_width"}
+    assert TrainConfig.from_dict(old).fcn_width == 0
+
+
 def test_padding_mode_reaches_the_zoo_transformer():
     from stn_jax.models import create_model
 

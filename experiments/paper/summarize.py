@@ -57,19 +57,27 @@ def recipe_of(config: dict) -> str:
 
 
 def architecture_of(config: dict) -> str:
-    """The zoo architecture a run used (runs made before the option existed used ``padded``)."""
-    return config.get("architecture", "padded")
+    """The zoo architecture a run used: for CNN classifiers its ``architecture`` (runs made before
+    the option existed used ``padded``); for FCN classifiers ``width <h>`` when ``fcn_width``
+    overrode the budget-matched widths, else ""."""
+    if config["model"] in ("cnn", "st-cnn"):
+        return config.get("architecture", "padded")
+    return f"width {config['fcn_width']}" if config.get("fcn_width") else ""
 
 
 MIN_IMAGES = 500_000
 """Training images (about 9 passes over the 55,000 training digits) below which no run counts as converged."""
-CONVERGENCE_RULE = ("a run counts as *converged* when (a) its validation error at the end of training differs from "
-                    "its validation error at half the budget (the evaluation nearest that step) by less than 5% "
-                    "(relative) or by less than one standard error of the final validation estimate, "
-                    "sqrt(p(1-p)/n) over its n validation images (a change within measurement noise), and (b) it "
-                    f"trained on at least {MIN_IMAGES:,} images; a cell is converged when every seed is. (a) spans the "
-                    "whole second half, not only the last quarter, because a schedule that decays the learning rate "
-                    "flattens the last quarter of any run")
+CONVERGENCE_RULE = ("a run counts as *converged* when it trained on at least "
+                    f"{MIN_IMAGES:,} images and its final validation error no longer moves: either (a) within the "
+                    "run, its validation error at the end differs from its validation error at half the budget "
+                    "(the evaluation nearest that step) by less than 5% (relative) or by less than one standard "
+                    "error of the final validation estimate, sqrt(p(1-p)/n) over its n validation images (a change "
+                    "within measurement noise); or (b) across budgets, the same cell and seed trained with the same "
+                    "recipe on at most half as many images ended at a validation error within that same tolerance "
+                    "of this run's (doubling the budget no longer helps). A cell is converged when every seed is. "
+                    "(a) spans the whole second half, not only the last quarter, because a schedule that decays the "
+                    "learning rate flattens the last quarter of any run; for the same reason a cosine schedule "
+                    "rarely passes (a), and (b) compares the end points of complete schedules")
 
 
 def validation_count(run: dict) -> int:
@@ -77,18 +85,55 @@ def validation_count(run: dict) -> int:
     return run["results"].get("config", {}).get("validation_size") or DEFAULT_VALIDATION_SIZE
 
 
-def converged(run: dict) -> bool | None:
-    """:data:`CONVERGENCE_RULE` for one run (None without at least two validation points)."""
+def _within_tolerance(before: float, end: float, n: int) -> bool:
+    """True when error `end` differs from `before` by less than 5% (relative) or one standard error."""
+    standard_error = math.sqrt(end * (1 - end) / n)
+    return abs(end - before) < max(0.05 * before, standard_error)
+
+
+def images_seen(run: dict) -> int:
+    return run["results"]["steps"] * run["results"]["batch_size"]
+
+
+def converged_within_run(run: dict) -> bool | None:
+    """Part (a) of :data:`CONVERGENCE_RULE` (None without at least two validation points)."""
     val = read_metrics(run["dir"], "val")
     if len(val) < 2:
         return None
     steps = run["results"]["steps"]
-    if steps * run["results"]["batch_size"] < MIN_IMAGES:
-        return False
     half = min(val[:-1], key=lambda r: abs(r["step"] - 0.5 * steps))["error"]
-    end = val[-1]["error"]
-    standard_error = math.sqrt(end * (1 - end) / validation_count(run))
-    return abs(end - half) < max(0.05 * half, standard_error)
+    return _within_tolerance(half, val[-1]["error"], validation_count(run))
+
+
+def converged_across_budgets(run: dict) -> bool | None:
+    """Part (b) of :data:`CONVERGENCE_RULE`: compares the final validation error with that of
+    ``run["half_budget_run"]`` (set by :func:`load_runs`; None when there is no such run)."""
+    shorter = run.get("half_budget_run")
+    if shorter is None:
+        return None
+    val, val_short = read_metrics(run["dir"], "val"), read_metrics(shorter["dir"], "val")
+    if not val or not val_short:
+        return None
+    return _within_tolerance(val_short[-1]["error"], val[-1]["error"], validation_count(run))
+
+
+def converged(run: dict) -> bool | None:
+    """:data:`CONVERGENCE_RULE` for one run (None when neither part can be evaluated)."""
+    checks = [converged_within_run(run), converged_across_budgets(run)]
+    if all(check is None for check in checks):
+        return None
+    return images_seen(run) >= MIN_IMAGES and any(checks)
+
+
+def link_half_budget_runs(runs: list[dict]) -> None:
+    """Sets ``run["half_budget_run"]`` to the longest run of the same cell and seed (table, dataset,
+    model, transform, recipe, architecture, seed) with at most half of `run`'s training images."""
+    def identity(r: dict) -> tuple:
+        return r["table"], r["dataset"], r["model"], r["transform"], r["recipe"], r.get("architecture", ""), r["seed"]
+
+    for run in runs:
+        shorter = [r for r in runs if identity(r) == identity(run) and 2 * images_seen(r) <= images_seen(run)]
+        run["half_budget_run"] = max(shorter, key=images_seen, default=None)
 
 
 def cell_converged(group: list[dict]) -> bool:
@@ -104,9 +149,10 @@ def load_runs() -> list[dict]:
         transform = None if cfg["model"] in ("fcn", "cnn") else cfg["transform"]
         runs.append({"table": path.parent.parent.name, "name": path.parent.name, "dir": path.parent,
                      "dataset": cfg["dataset"], "model": cfg["model"], "transform": transform,
-                     "recipe": recipe, "architecture": architecture_of(cfg) if cfg["model"] in ("cnn", "st-cnn") else "",
+                     "recipe": recipe, "architecture": architecture_of(cfg),
                      "seed": cfg["seed"], "budget": (r["steps"], r["batch_size"]),
                      "results": r})
+    link_half_budget_runs(runs)
     return runs
 
 
@@ -139,10 +185,24 @@ def _convergence(group: list[dict]) -> str:
     return f"{statistics.mean(halves):.1f} → {statistics.mean(ends):.1f}"
 
 
+def _convergence_flag(group: list[dict]) -> str:
+    """"yes" / "no" / "–" for a cell; with the mean final validation error (%) of the half-budget
+    runs and of this cell's runs when every seed has one (part (b) of the rule)."""
+    flags = [converged(run) for run in group]
+    flag = "yes" if all(flags) else ("–" if any(f is None for f in flags) else "no")
+    shorter = [run.get("half_budget_run") for run in group]
+    if not all(shorter) or not all(read_metrics(r["dir"], "val") for r in shorter):
+        return flag
+    finals = [[100 * read_metrics(r["dir"], "val")[-1]["error"] for r in pair] for pair in zip(shorter, group)]
+    before, end = (statistics.mean(values) for values in zip(*finals))
+    images = statistics.mean(images_seen(r) for r in shorter)
+    return f"{flag} (after {images / 1e6:.2f}M images: {before:.2f} → {end:.2f})"
+
+
 def _label(model: str, transform: str | None, architecture: str = "") -> str:
     names = {"fcn": "FCN", "cnn": "CNN", "st-fcn": "ST-FCN", "st-cnn": "ST-CNN", "2st-fcn": "2×ST-FCN"}
     short = {"affine": "Aff", "projective": "Proj", "tps": "TPS", "attention": "Att"}
-    arch = " (padded)" if architecture == "padded" else ""
+    arch = {"padded": " (padded)", "": "", "paper": ""}.get(architecture, f" (2×{architecture.removeprefix('width ')})")
     return names[model] + (f" {short[transform]}" if transform else "") + arch
 
 
@@ -274,8 +334,7 @@ def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[st
         ips = [g["results"].get("images_per_s") for g in group if g["results"].get("images_per_s")]
         sample = " (SAMPLE data)" if any(g["results"].get("data", {}).get("is_sample") for g in group) else ""
         ips_text = f"{statistics.mean(ips):,.0f}" if ips else "–"
-        flags = [converged(g) for g in group]
-        conv = "yes" if all(flags) else ("–" if any(f is None for f in flags) else "no")
+        conv = _convergence_flag(group)
         out.append(f"| {ds.upper()} | {_label(model, transform, arch)} | {recipe} | {_fmt_err(errs)}{sample} | "
                    f"{ref if ref is not None else '–'} | {gap} | {_convergence(group)} | {conv} | {budget} | "
                    f"{seeds} | {device} | {t / 60:.1f} min | {ips_text} |")

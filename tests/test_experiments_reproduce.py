@@ -23,8 +23,9 @@ def test_recipes_are_the_published_flag_lists():
         "adam-fullres": _ADAM + ["--st-pool", "1"],
         "adam-nopen": _ADAM[:-1] + ["0"],
         "adam-tuned": _TUNED,
-        "adam-tuned-fullres": _TUNED + ["--st-pool", "1"],
+        "adam-tuned-fullres": _TUNED[:-1] + ["0.1", "--st-pool", "1"],
         "adam-tuned-loc01": _TUNED[:-1] + ["0.1"],
+        "adam-tuned-locfull": _TUNED[:-1] + ["0.1", "--loc-downsample", "1"],
     }
     assert list(reproduce.RECIPES)[0] == "paper"
     assert all(r.description for r in reproduce.RECIPES.values())

@@ -80,6 +80,26 @@ def test_paper_cnn_uses_valid_convs_and_the_st_cnn_localizes_on_half_resolution(
     assert logits.shape == (1, spec.num_classes)
 
 
+@pytest.mark.parametrize("factor", [1, 4])
+def test_loc_downsample_sets_the_localization_input_and_keeps_the_budget(factor):
+    """st-cnn on TC with the localization net on a full-resolution (1) or 4x pooled input: its
+    dense layer sees ceil(60/f/4)^2 x 20 features, the classifier's c2 is re-solved to the budget."""
+    model = models.create_model("st-cnn", dataset="tc", loc_downsample=factor)
+    params = _shapes(model, "tc")["params"]
+    loc = params["transformer"]["localization"]
+    loc = loc["net"] if factor > 1 else loc
+    assert ("net" in params["transformer"]["localization"]) == (factor > 1)
+    side = math.ceil(60 // factor / 4)
+    assert loc["Dense_0"]["kernel"].shape[0] == side * side * 20
+    default = models.create_model("st-cnn", dataset="tc")
+    assert (model.classifier.features[1] < default.classifier.features[1]) == (factor == 1)
+    got = models.count_params(params)
+    assert abs(got / models.budget("tc") - 1) < 0.01
+    # the default is the architecture's: 2 for paper, 1 for padded
+    assert models.create_model("st-cnn", dataset="tc", loc_downsample=2).classifier.features == \
+        default.classifier.features
+
+
 def test_downsampled_localization_sees_the_pooled_input():
     x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
     probe = models.zoo.Downsampled(net=_Identity())
@@ -181,6 +201,9 @@ def test_bfloat16_model_runs():
     (dict(name="cnn", dataset="r", hidden=(3, 3)), "features"),
     (dict(name="st-fcn", dataset="r", output_size=(4,)), "output_size"),
     (dict(name="cnn", dataset="r", architecture="lenet"), "unknown architecture"),
+    (dict(name="st-fcn", dataset="r", loc_downsample=2), "st-cnn localization net only"),
+    (dict(name="st-cnn", dataset="r", loc_downsample=0), "loc_downsample must be a positive integer"),
+    (dict(name="st-cnn", dataset="r", loc_downsample=1.5), "loc_downsample must be a positive integer"),
 ])
 def test_bad_configuration_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):

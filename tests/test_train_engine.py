@@ -182,7 +182,7 @@ def test_config_files(tmp_path):
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-def test_fcn_width_sets_both_hidden_layers_of_fcn_classifiers_only():
+def test_fcn_width_and_loc_downsample_reach_the_zoo():
     from stn_jax.models import count_params, create_model
 
     wide = create_model("fcn", dataset="rts", **TrainConfig(model="fcn", fcn_width=512).model_options())
@@ -194,6 +194,11 @@ def test_fcn_width_sets_both_hidden_layers_of_fcn_classifiers_only():
     assert TrainConfig(model="cnn", fcn_width=512).model_options() == TrainConfig(model="cnn").model_options()
     params = wide.init(jax.random.key(0), jnp.zeros((1, 42, 42, 1)))["params"]
     assert count_params(params) == 42 * 42 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+    loc = create_model("st-cnn", dataset="tc", **TrainConfig(loc_downsample=1).model_options())
+    assert type(loc.transformer.localization).__name__ == "LocalizationCNN"  # not Downsampled
+    assert "loc_downsample" not in TrainConfig(model="st-fcn", loc_downsample=1).model_options()
+    with pytest.raises(ValueError, match="loc_downsample must be a non-negative integer"):
+        TrainConfig(loc_downsample=-1).validate()
     with pytest.raises(ValueError, match="fcn_width must be a non-negative integer"):
         TrainConfig(fcn_width=-1).validate()
     old = {k: v for k, v in TrainConfig().to_dict().items() if k != "fcn_width"}

@@ -211,7 +211,8 @@ HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))
 DATASET_ORDER = (*paper.TABLE1_DATASETS, "tc", "addition")  # the paper's column order
 # Recipes that change only the transformer -> the recipe of the CNN they are compared with.
 TRANSFORMER_ONLY_RECIPES = {"adam-border": "adam", "adam-fullres": "adam", "adam-nopen": "adam",
-                            "adam-tuned-fullres": "adam-tuned", "adam-tuned-loc01": "adam-tuned"}
+                            "adam-tuned-fullres": "adam-tuned", "adam-tuned-loc01": "adam-tuned",
+                            "adam-tuned-locfull": "adam-tuned"}
 
 
 def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:

@@ -231,13 +231,28 @@ def check_architecture(architecture: str) -> str:
     return architecture
 
 
+def default_loc_downsample(architecture: str) -> int:
+    """Down-sampling factor of the ST-CNN localization input: :data:`LOC_DOWNSAMPLE` for
+    ``paper``, 1 (full resolution) for ``padded``."""
+    return LOC_DOWNSAMPLE if check_architecture(architecture) == "paper" else 1
+
+
+def check_loc_downsample(factor: Any) -> int:
+    """``factor`` if it is a positive int, else ValueError naming the expectation."""
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"loc_downsample must be a positive integer (1: full resolution), got {factor!r}")
+    return factor
+
+
 def default_widths(name: str, dataset: str, transform: str = "affine", *,
-                   num_control_points: int = 16, architecture: str = "paper") -> dict[str, Any]:
+                   num_control_points: int = 16, architecture: str = "paper",
+                   loc_downsample: int | None = None) -> dict[str, Any]:
     """The classifier widths :func:`create_model` uses: ``{"hidden": (h, h)}`` for FCN
-    classifiers or ``{"features": (c1, c2)}`` for CNN classifiers."""
+    classifiers or ``{"features": (c1, c2)}`` for CNN classifiers. ``loc_downsample`` (ST-CNN
+    only; default :func:`default_loc_downsample`) sets the localization input the budget pays for."""
     check_architecture(architecture)
     padding, cap = ("VALID", 4096) if architecture == "paper" else ("SAME", CNN_C2_CAP)
-    loc_factor = LOC_DOWNSAMPLE if architecture == "paper" else 1
+    loc_factor = default_loc_downsample(architecture) if loc_downsample is None else check_loc_downsample(loc_downsample)
     spec = get_spec(dataset)
     h, w, c = spec.input_shape
     k, target = spec.num_classes, budget(dataset)
@@ -282,7 +297,9 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
         is the convolution implementation, :data:`stn_jax.models.conv.CONV_IMPLS`),
         ``dropout_rate``; transformer options ``num_control_points``, ``mode``,
         ``padding_mode``, ``align_corners``, ``bound``, ``output_size``; ``pool`` (post-ST
-        average pooling), ``localization`` (a Linen module, or for ``2st-fcn`` a factory),
+        average pooling), ``loc_downsample`` (``st-cnn`` only: average-pooling factor of the
+        localization net's input, 1 = full resolution; default 2 for ``paper``, 1 for
+        ``padded``; the classifier's width is re-solved to the budget), ``localization`` (a Linen module, or for ``2st-fcn`` a factory),
         ``dtype`` (computation dtype, e.g. ``jnp.bfloat16``).
 
     Returns:
@@ -300,13 +317,20 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
         raise ValueError("2st-fcn (two parallel transformers) is the MNIST-addition model; "
                          f"use dataset='addition', got {dataset!r}")
     known = set(_ST_OPTIONS) | set(_CLASSIFIER_OPTIONS) | {"pool", "localization", "dtype",
-                                                          "architecture"}
+                                                          "architecture", "loc_downsample"}
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown create_model option(s) {sorted(unknown)}; expected some of "
                          f"{sorted(known)}")
     dtype = overrides.get("dtype")
     architecture = check_architecture(overrides.get("architecture", "paper"))
+    loc_downsample = overrides.get("loc_downsample")
+    if loc_downsample is not None:
+        if name != "st-cnn":
+            raise ValueError(f"loc_downsample applies to the st-cnn localization net only, not {name!r}")
+        check_loc_downsample(loc_downsample)
+    else:
+        loc_downsample = default_loc_downsample(architecture)
     st_opts = {k: overrides[k] for k in _ST_OPTIONS if k in overrides}
     is_st = name.startswith(("st-", "2st-"))
     if is_st:  # validate the transform (and K) early, with a clear message
@@ -314,7 +338,8 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
         core.check_bound(st_opts.get("bound"))
         core.check_output_size(st_opts.get("output_size"))
     widths = default_widths(name, dataset, transform, architecture=architecture,
-                            num_control_points=st_opts.get("num_control_points", 16))
+                            num_control_points=st_opts.get("num_control_points", 16),
+                            loc_downsample=loc_downsample if name == "st-cnn" else None)
     cls_opts = {k: overrides[k] for k in _CLASSIFIER_OPTIONS if k in overrides}
     k = spec.num_classes
     if name in ("fcn", "st-fcn", "2st-fcn"):
@@ -345,8 +370,9 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
         if loc is None:
             if name == "st-fcn":
                 loc = stn.LocalizationMLP(dtype=dtype, parent=None)
-            elif architecture == "paper":
-                loc = Downsampled(net=stn.LocalizationCNN(dtype=dtype, parent=None), parent=None)
+            elif loc_downsample > 1:
+                loc = Downsampled(net=stn.LocalizationCNN(dtype=dtype, parent=None), factor=loc_downsample,
+                                  parent=None)
             else:
                 loc = stn.LocalizationCNN(dtype=dtype, parent=None)
         transformer = stn.SpatialTransformer(transform=transform, localization=loc, dtype=dtype,

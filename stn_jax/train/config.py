@@ -65,6 +65,7 @@ class TrainConfig:
     architecture: str = _opt("paper", "CNN and ST-CNN layers: paper (unpadded 9x9/7x7 convs, the ST-CNN localization net on a 2x down-sampled input, widths matched to the parameter budget) or padded (the earlier zoo: 'SAME' convs, full-resolution localization input, second conv capped at 64 filters).")
     conv: str = _opt("auto", f"Convolution implementation of the CNN classifiers: one of {', '.join(CONV_IMPLS)} (auto: im2col, gathered patches times the kernel, on the CPU backend, where it is 2-3x faster than XLA's convolution; XLA's elsewhere). The same sums in a different order.")
     st_pool: int = _opt(0, "Average-pooling factor after the spatial transformer (0: the dataset's, the paper's 2x on RTS/TC/addition and none on R/P/E; 1: none, so the classifier sees the transformer's output at full resolution).")
+    loc_downsample: int = _opt(0, "Average-pooling factor of the st-cnn localization net's input (0: the architecture's, 2 for paper and 1 for padded; 1: full resolution). The classifier width is re-solved to the parameter budget. Ignored by the other models.")
     fcn_width: int = _opt(0, "Width of both hidden layers of an FCN classifier (fcn, st-fcn, 2st-fcn; 0: the zoo's, matched to the dataset's parameter budget, 128 for the plain FCN). Ignored by the CNN models.")
     padding_mode: str = _opt("zeros", f"Spatial transformers' padding outside the input: one of {', '.join(PADDING_MODES)}; zeros is the paper's (ignored by fcn/cnn).")
     # data
@@ -110,6 +111,8 @@ class TrainConfig:
         if self.model in ("cnn", "st-cnn"):
             options["architecture"] = self.architecture
             options["conv"] = self.conv
+        if self.model == "st-cnn" and self.loc_downsample:
+            options["loc_downsample"] = self.loc_downsample
         if self.model in ("fcn", "st-fcn", "2st-fcn") and self.fcn_width:
             options["hidden"] = (self.fcn_width, self.fcn_width)
         if self.model not in ("fcn", "cnn"):
@@ -147,7 +150,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",
                      "keep_checkpoints", "decay_steps"):
             _positive_int(name, getattr(self, name))
-        for name in ("eval_every", "warmup_steps", "validation_size", "seed", "st_pool", "fcn_width"):
+        for name in ("eval_every", "warmup_steps", "validation_size", "seed", "st_pool", "fcn_width", "loc_downsample"):
             value = getattr(self, name)
             if name == "validation_size" and value is None:
                 continue

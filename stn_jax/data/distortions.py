@@ -79,11 +79,10 @@ def _check_digits(digits: jax.Array, m: int, name: str) -> None:
         raise ValueError(f"{name} expects digits of shape ({m}, 28, 28, 1) per example; got {digits.shape}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Rotation:
-    """R: rotation uniform in ``[-max_angle, max_angle]`` degrees about the centre, 28x28 out."""
+class _OneDigitLabel:
+    """Defaults shared by the distortions whose label is their first source digit's: one digit,
+    10 classes, a 28x28x1 output (subclasses with a canvas override ``output_shape``)."""
 
-    max_angle: float = 90.0
     num_digits = 1
     num_classes = 10
 
@@ -94,6 +93,12 @@ class Rotation:
     def label(self, labels: jax.Array) -> jax.Array:
         return labels[0]
 
+
+@dataclasses.dataclass(frozen=True)
+class Rotation(_OneDigitLabel):
+    """R: rotation uniform in ``[-max_angle, max_angle]`` degrees about the centre, 28x28 out."""
+
+    max_angle: float = 90.0
     def __call__(self, key: jax.Array, digits: jax.Array) -> jax.Array:
         _check_digits(digits, self.num_digits, "Rotation")
         angle = _uniform(key, -1.0, 1.0) * math.radians(self.max_angle)
@@ -102,7 +107,7 @@ class Rotation:
 
 
 @dataclasses.dataclass(frozen=True)
-class RotateTranslateScale:
+class RotateTranslateScale(_OneDigitLabel):
     """RTS: rotation in ``+-max_angle`` degrees, scale in ``scale_range``, random placement in a
     ``canvas`` x ``canvas`` image keeping the content box inside (module docstring).
     ``translate=False`` centres the digit."""
@@ -112,15 +117,10 @@ class RotateTranslateScale:
     canvas: int = 42
     content_size: float = 20.0
     translate: bool = True
-    num_digits = 1
-    num_classes = 10
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
         return (self.canvas, self.canvas, 1)
-
-    def label(self, labels: jax.Array) -> jax.Array:
-        return labels[0]
 
     def place(self, key: jax.Array, digit: jax.Array) -> jax.Array:
         """One (28, 28, 1) digit -> (canvas, canvas, 1)."""
@@ -139,7 +139,7 @@ class RotateTranslateScale:
 
 
 @dataclasses.dataclass(frozen=True)
-class Projective:
+class Projective(_OneDigitLabel):
     """P: shrink by a scale in ``scale_range`` about the centre, then move each image corner by
     isotropic Gaussian noise of ``sigma`` pixels; the homography maps the moved corners back to
     the source corners. 28x28 out.
@@ -155,16 +155,6 @@ class Projective:
     sigma: float = 5.0
     min_corner_ratio: float = 0.2
     tries: int = 8
-    num_digits = 1
-    num_classes = 10
-
-    @property
-    def output_shape(self) -> tuple[int, int, int]:
-        return (DIGIT_SIZE, DIGIT_SIZE, 1)
-
-    def label(self, labels: jax.Array) -> jax.Array:
-        return labels[0]
-
     def __call__(self, key: jax.Array, digits: jax.Array) -> jax.Array:
         _check_digits(digits, self.num_digits, "Projective")
         k_scale, k_noise = jax.random.split(key)
@@ -201,22 +191,12 @@ def homography_from_points(src: jax.Array, dst: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Elastic:
+class Elastic(_OneDigitLabel):
     """E: thin-plate-spline warp whose ``control_grid`` lattice of control points (4x4 = 16) is
     moved by isotropic Gaussian noise of ``sigma`` pixels. 28x28 out."""
 
     sigma: float = 1.5
     control_grid: tuple[int, int] = (4, 4)
-    num_digits = 1
-    num_classes = 10
-
-    @property
-    def output_shape(self) -> tuple[int, int, int]:
-        return (DIGIT_SIZE, DIGIT_SIZE, 1)
-
-    def label(self, labels: jax.Array) -> jax.Array:
-        return labels[0]
-
     def __call__(self, key: jax.Array, digits: jax.Array) -> jax.Array:
         _check_digits(digits, self.num_digits, "Elastic")
         k = self.control_grid[0] * self.control_grid[1]
@@ -226,7 +206,7 @@ class Elastic:
 
 
 @dataclasses.dataclass(frozen=True)
-class TranslatedCluttered:
+class TranslatedCluttered(_OneDigitLabel):
     """TC: the digit at a random integer position in a ``canvas`` x ``canvas`` image (the whole
     28x28 frame inside), plus ``num_clutter`` ``clutter_size`` x ``clutter_size`` crops of the
     other digits of the example at random places, composited by maximum.
@@ -241,7 +221,6 @@ class TranslatedCluttered:
     clutter_size: int = 6
     crop_margin: int = 4
     translate: bool = True
-    num_classes = 10
 
     @property
     def num_digits(self) -> int:
@@ -250,9 +229,6 @@ class TranslatedCluttered:
     @property
     def output_shape(self) -> tuple[int, int, int]:
         return (self.canvas, self.canvas, 1)
-
-    def label(self, labels: jax.Array) -> jax.Array:
-        return labels[0]
 
     def __call__(self, key: jax.Array, digits: jax.Array) -> jax.Array:
         _check_digits(digits, self.num_digits, "TranslatedCluttered")

@@ -1,7 +1,6 @@
 """``stn-jax canonicalize`` on a real (1-step) training run of a zoo model, and the zoo path of
 :class:`Canonicalizer` (identity-initialised transformers reproduce their input)."""
 
-import io
 import json
 
 import jax
@@ -9,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from _canonicalize_helpers import png_bytes, train_tiny_run
 
 from stn_jax.canonicalize import OUTPUT_SCHEMA, Canonicalizer, canonicalize_batches, read_output
 from stn_jax.cli import main
 from stn_jax.models import create_model
-from stn_jax.train import TrainConfig, load_run, train
+from stn_jax.train import load_run
 
 SHAPE = (28, 28, 1)
 
@@ -46,18 +45,7 @@ class _Blobs:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(dataset="r", model="st-fcn", transform="affine", steps=1, batch_size=16,
-                      eval_batch_size=16, eval_every=1, log_every=1, checkpoint_every=1,
-                      workdir=str(wd), progress=False, figures=False)
-    train(cfg, dataset=_Blobs(), data_info={"source": "test blobs"})
-    return wd
-
-
-def _png(arr):
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+    return train_tiny_run(tmp_path_factory.mktemp("run"), _Blobs(), steps=1, batch_size=16, source="test blobs")
 
 
 def test_cli_on_trained_run_matches_python_api(workdir, tmp_path, capsys):
@@ -65,7 +53,7 @@ def test_cli_on_trained_run_matches_python_api(workdir, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     for i, im in enumerate(imgs[:10]):
-        (src / f"{i}.png").write_bytes(_png(im))
+        (src / f"{i}.png").write_bytes(png_bytes(im))
     (src / "bad.png").write_bytes(b"nope")
     out = tmp_path / "out"
     argv = ["canonicalize", "--workdir", str(workdir), "--input", str(src), "--output", str(out),

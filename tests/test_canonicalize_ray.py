@@ -6,22 +6,19 @@ by a re-run. Shard planning and the shard ledger are tested without Ray.
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
-from PIL import Image
+from _canonicalize_helpers import NoiseDataset, png_bytes, random_digits, train_tiny_run
 
 from stn_jax.canonicalize import (
     OUTPUT_SCHEMA,
@@ -41,27 +38,8 @@ from stn_jax.canonicalize.ray_engine import (
 )
 from stn_jax.canonicalize.shards import Shard, ShardLedger, ShardReader, plan_shards
 from stn_jax.cli import main
-from stn_jax.train import TrainConfig, train
 
 SHAPE = (28, 28, 1)
-
-
-class _Noise:
-    """A stand-in for the 'r' dataset (28x28x1, 10 classes): uniform noise, random labels."""
-
-    input_shape = SHAPE
-    num_classes = 10
-
-    def train_batch(self, key, batch_size):
-        k1, k2 = jax.random.split(key)
-        return (jax.random.uniform(k1, (batch_size, *SHAPE)),
-                jax.random.randint(k2, (batch_size,), 0, 10).astype(jnp.int32))
-
-    def test_set(self):
-        images, labels = self.train_batch(jax.random.key(1), 8)
-        return np.asarray(images), np.asarray(labels)
-
-    validation_set = test_set
 
 
 @pytest.fixture(scope="module")
@@ -75,22 +53,11 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(dataset="r", model="st-fcn", transform="affine", steps=2, batch_size=8,
-                      eval_batch_size=8, eval_every=2, log_every=1, checkpoint_every=2,
-                      workdir=str(wd), progress=False, figures=False)
-    train(cfg, dataset=_Noise(), data_info={"source": "test noise"})
-    return wd
-
-
-def _png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+    return train_tiny_run(tmp_path_factory.mktemp("run"), NoiseDataset(), steps=2, batch_size=8, source="test noise")
 
 
 def _digits(n, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n,) + SHAPE[:2], dtype=np.uint8)
+    return random_digits(n, *SHAPE[:2], seed=seed)
 
 
 def _npz_with_rejects(path, n=37):
@@ -106,13 +73,13 @@ def _parquet_dir(path, sizes=(9, 14, 6)):
     path.mkdir()
     rng = np.random.default_rng(2)
     for k, n in enumerate(sizes):
-        cells = [_png(d) for d in rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)]
+        cells = [png_bytes(d) for d in rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)]
         if k == 0:
             cells[2] = None
         if k == 1:
             cells[5], cells[11] = b"", b"\x89PNG not really"
         if k == 2:                                          # another size: letterboxed
-            cells[0] = _png(np.full((14, 40), 200, np.uint8))
+            cells[0] = png_bytes(np.full((14, 40), 200, np.uint8))
         pq.write_table(pa.table({"image": pa.array(cells, pa.binary())}), path / f"f{k}.parquet",
                        row_group_size=4)
     return sum(sizes)

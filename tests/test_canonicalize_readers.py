@@ -1,28 +1,21 @@
 """Readers and decoding for bulk canonicalisation: folder / npz / Parquet streaming, resize rule,
 rejects with reasons."""
 
-import io
 import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _canonicalize_helpers import png_bytes, random_digits
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from stn_jax.canonicalize import FolderReader, NpzReader, ParquetReader, RejectError, decode_image, open_reader
 
 
-def _png(arr: np.ndarray, mode=None) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _digits(n, h=8, w=8, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n, h, w), dtype=np.uint8)
+    return random_digits(n, h, w, seed=seed)
 
 
 def _collect(reader, batch_size, start=0):
@@ -39,7 +32,7 @@ def _collect(reader, batch_size, start=0):
 
 def test_decode_png_same_size_is_exact():
     arr = _digits(1)[0]
-    out = decode_image(_png(arr), (8, 8, 1))
+    out = decode_image(png_bytes(arr), (8, 8, 1))
     assert out.dtype == np.float32 and out.shape == (8, 8, 1)
     np.testing.assert_array_equal(out[:, :, 0], arr.astype(np.float32) / 255.0)
 
@@ -47,13 +40,13 @@ def test_decode_png_same_size_is_exact():
 def test_decode_rgb_to_grey_uses_itu601_luma():
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
-    out = decode_image(_png(rgb), (4, 4, 1))
+    out = decode_image(png_bytes(rgb), (4, 4, 1))
     np.testing.assert_allclose(out, (0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255.0, atol=1e-6)
 
 
 def test_decode_grey_to_rgb_replicates():
     g = _digits(1, 5, 5)[0]
-    out = decode_image(_png(g), (5, 5, 3))
+    out = decode_image(png_bytes(g), (5, 5, 3))
     for k in range(3):
         np.testing.assert_array_equal(out[:, :, k], g / np.float32(255.0))
 
@@ -63,14 +56,14 @@ def test_decode_rgba_composites_on_black():
     rgba[..., :3] = 255
     rgba[..., 3] = 0
     rgba[0, 0, 3] = 255
-    out = decode_image(_png(rgba), (2, 2, 3))
+    out = decode_image(png_bytes(rgba), (2, 2, 3))
     np.testing.assert_allclose(out[0, 0], 1.0)
     np.testing.assert_allclose(out[1, 1], 0.0)
 
 
 def test_letterbox_keeps_aspect_and_centres_on_black():
     tall = np.full((16, 8), 255, np.uint8)            # 2:1 -> fits as 8 x 4 inside 8 x 8
-    out = decode_image(_png(tall), (8, 8, 1))[:, :, 0]
+    out = decode_image(png_bytes(tall), (8, 8, 1))[:, :, 0]
     assert out.shape == (8, 8)
     np.testing.assert_allclose(out[:, 2:6], 1.0, atol=1e-6)
     np.testing.assert_array_equal(out[:, :2], 0.0)
@@ -78,7 +71,7 @@ def test_letterbox_keeps_aspect_and_centres_on_black():
 
 
 def test_upscale_fills_canvas():
-    out = decode_image(_png(np.full((3, 3), 128, np.uint8)), (9, 9, 1))
+    out = decode_image(png_bytes(np.full((3, 3), 128, np.uint8)), (9, 9, 1))
     np.testing.assert_allclose(out, 128 / 255.0, atol=1e-5)
 
 
@@ -95,7 +88,7 @@ def test_decode_array_inputs():
     (None, "missing"),
     (b"", "empty"),
     (b"definitely not an image", "undecodable"),
-    (_png(np.zeros((8, 8), np.uint8))[:30], "undecodable"),          # truncated PNG
+    (png_bytes(np.zeros((8, 8), np.uint8))[:30], "undecodable"),          # truncated PNG
     (np.full((4, 4), np.nan, np.float32), "NaN"),
     (np.full((4, 4), 2.0, np.float32), "[0, 1]"),
     (np.zeros((0, 4), np.uint8), "empty"),
@@ -110,7 +103,7 @@ def test_decode_rejects_with_reason(payload, reason):
 
 def test_rgb_image_cannot_feed_two_channel_model():
     with pytest.raises(RejectError, match="channel"):
-        decode_image(_png(np.zeros((4, 4, 3), np.uint8)), (4, 4, 2))
+        decode_image(png_bytes(np.zeros((4, 4, 3), np.uint8)), (4, 4, 2))
 
 
 # --- readers ------------------------------------------------------------------------------
@@ -120,7 +113,7 @@ def test_folder_reader_sorted_recursive_and_lazy(tmp_path):
     names = ["b.png", "a.png", "sub/c.PNG", "sub/z/d.png", "e.jpg"]
     for name, d in zip(names, digits, strict=False):
         os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
-        (tmp_path / name).write_bytes(_png(d))
+        (tmp_path / name).write_bytes(png_bytes(d))
     (tmp_path / "notes.txt").write_text("ignored")
     r = FolderReader(tmp_path)
     assert len(r) == 5
@@ -165,7 +158,7 @@ def _write_parquet_dir(root, sizes, *, row_group_size=3, struct=False):
     os.makedirs(root, exist_ok=True)
     rows, k = [], 0
     for f, n in enumerate(sizes):
-        pngs = [_png(d) for d in _digits(n, 4, 4, seed=f)]
+        pngs = [png_bytes(d) for d in _digits(n, 4, 4, seed=f)]
         keys = [f"key{k + i}" for i in range(n)]
         k += n
         col = (pa.array([{"bytes": b, "path": None} for b in pngs],
@@ -205,7 +198,7 @@ def test_parquet_reader_missing_column(tmp_path):
 
 def test_open_reader_detects_formats(tmp_path):
     (tmp_path / "imgs").mkdir()
-    (tmp_path / "imgs" / "a.png").write_bytes(_png(_digits(1)[0]))
+    (tmp_path / "imgs" / "a.png").write_bytes(png_bytes(_digits(1)[0]))
     np.savez(tmp_path / "x.npz", images=_digits(2))
     _write_parquet_dir(tmp_path / "pq", [2])
     assert isinstance(open_reader(tmp_path / "imgs"), FolderReader)

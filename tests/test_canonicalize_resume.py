@@ -14,43 +14,18 @@ import subprocess
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from _canonicalize_helpers import NoiseDataset, train_tiny_run
 
 from stn_jax.canonicalize import read_output
-from stn_jax.train import TrainConfig, train
 
 ROWS, BATCH, KILL_AFTER_PARTS = 1200, 6, 3
 
 
-class _Noise:
-    """A stand-in for the 'r' dataset (28x28x1, 10 classes): uniform noise, random labels."""
-
-    input_shape = (28, 28, 1)
-    num_classes = 10
-
-    def train_batch(self, key, batch_size):
-        k1, k2 = jax.random.split(key)
-        return (jax.random.uniform(k1, (batch_size, *self.input_shape)),
-                jax.random.randint(k2, (batch_size,), 0, 10).astype(jnp.int32))
-
-    def test_set(self):
-        images, labels = self.train_batch(jax.random.key(1), 8)
-        return np.asarray(images), np.asarray(labels)
-
-    validation_set = test_set
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(dataset="r", model="st-fcn", transform="affine", steps=1, batch_size=8,
-                      eval_batch_size=8, eval_every=1, log_every=1, checkpoint_every=1,
-                      workdir=str(wd), progress=False, figures=False)
-    train(cfg, dataset=_Noise(), data_info={"source": "test noise"})
-    return wd
+    return train_tiny_run(tmp_path_factory.mktemp("run"), NoiseDataset(), steps=1, batch_size=8, source="test noise")
 
 
 def _command(workdir, src, out, *, resume=False):

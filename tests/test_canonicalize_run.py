@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _canonicalize_helpers import png_bytes, random_digits
 from PIL import Image
 
 import stn_jax
@@ -46,14 +47,8 @@ def standin(theta=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), *, classes=3):
     return Canonicalizer(apply_fn, variables, input_shape=SHAPE, transform="affine"), variables
 
 
-def _png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _digits(n, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n,) + SHAPE[:2], dtype=np.uint8)
+    return random_digits(n, *SHAPE[:2], seed=seed)
 
 
 def test_canonicalizer_is_data_parallel_and_pads():
@@ -121,12 +116,12 @@ def test_folder_round_trip_with_rejects(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for i, d in enumerate(digits):
-        (src / f"{i:02d}.png").write_bytes(_png(d))
+        (src / f"{i:02d}.png").write_bytes(png_bytes(d))
     (src / "03.png").write_bytes(b"")                       # empty
     (src / "05.png").write_bytes(b"\x89PNG garbage")        # corrupt
     big = np.zeros((16, 32), np.uint8)                     # other size: letterboxed
     big[:, 8:24] = 255
-    (src / "10.png").write_bytes(_png(big))
+    (src / "10.png").write_bytes(png_bytes(big))
     canon, _ = standin()
     summary = run_canonicalize(canon, src, tmp_path / "out", batch_size=4, progress=False,
                                png_dir=tmp_path / "pngs")
@@ -152,7 +147,7 @@ def test_folder_round_trip_with_rejects(tmp_path):
 def test_npz_and_parquet_round_trip_agree(tmp_path):
     digits = _digits(11, seed=3)
     np.savez_compressed(tmp_path / "x.npz", images=digits)
-    pngs = [_png(d) for d in digits]
+    pngs = [png_bytes(d) for d in digits]
     pngs[4] = None                                          # a null cell
     pq.write_table(pa.table({"id": [f"k{i}" for i in range(11)], "bytes": pngs}),
                    tmp_path / "x.parquet", row_group_size=4)

@@ -74,7 +74,8 @@ CONVERGENCE_RULE = ("a run counts as *converged* when it trained on at least "
                     "error of the final validation estimate, sqrt(p(1-p)/n) over its n validation images (a change "
                     "within measurement noise); or (b) across budgets, the same cell and seed trained with the same "
                     "recipe on a quarter to half as many images (the longest such run) ended at a validation error "
-                    "within that same tolerance of this run's (doubling the budget no longer helps). A cell is converged when every seed is. "
+                    "within that same tolerance of this run's (doubling the budget no longer helps). A cell is "
+                    "converged when every seed is. "
                     "(a) spans the whole second half, not only the last quarter, because a schedule that decays the "
                     "learning rate flattens the last quarter of any run; for the same reason a cosine schedule "
                     "rarely passes (a), and (b) compares the end points of complete schedules")
@@ -195,7 +196,8 @@ def _convergence_flag(group: list[dict]) -> str:
     shorter = [run.get("half_budget_run") for run in group]
     if not all(shorter) or not all(read_metrics(r["dir"], "val") for r in shorter):
         return flag
-    finals = [[100 * read_metrics(r["dir"], "val")[-1]["error"] for r in pair] for pair in zip(shorter, group, strict=True)]
+    finals = [[100 * read_metrics(r["dir"], "val")[-1]["error"] for r in pair]
+              for pair in zip(shorter, group, strict=True)]
     before, end = (statistics.mean(values) for values in zip(*finals, strict=True))
     images = statistics.mean(images_seen(r) for r in shorter)
     return f"{flag} (after {images / 1e6:.2f}M images: {before:.2f} → {end:.2f})"

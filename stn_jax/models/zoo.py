@@ -252,7 +252,8 @@ def default_widths(name: str, dataset: str, transform: str = "affine", *,
     only; default :func:`default_loc_downsample`) sets the localization input the budget pays for."""
     check_architecture(architecture)
     padding, cap = ("VALID", 4096) if architecture == "paper" else ("SAME", CNN_C2_CAP)
-    loc_factor = default_loc_downsample(architecture) if loc_downsample is None else check_loc_downsample(loc_downsample)
+    loc_factor = (default_loc_downsample(architecture) if loc_downsample is None
+                  else check_loc_downsample(loc_downsample))
     spec = get_spec(dataset)
     h, w, c = spec.input_shape
     k, target = spec.num_classes, budget(dataset)
@@ -299,7 +300,8 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
         ``padding_mode``, ``align_corners``, ``bound``, ``output_size``; ``pool`` (post-ST
         average pooling), ``loc_downsample`` (``st-cnn`` only: average-pooling factor of the
         localization net's input, 1 = full resolution; default 2 for ``paper``, 1 for
-        ``padded``; the classifier's width is re-solved to the budget), ``localization`` (a Linen module, or for ``2st-fcn`` a factory),
+        ``padded``; the classifier's width is re-solved to the budget), ``localization`` (a
+        Linen module, or for ``2st-fcn`` a factory),
         ``dtype`` (computation dtype, e.g. ``jnp.bfloat16``).
 
     Returns:

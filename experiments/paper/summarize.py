@@ -206,7 +206,12 @@ def _convergence_flag(group: list[dict]) -> str:
 def _label(model: str, transform: str | None, architecture: str = "") -> str:
     names = {"fcn": "FCN", "cnn": "CNN", "st-fcn": "ST-FCN", "st-cnn": "ST-CNN", "2st-fcn": "2×ST-FCN"}
     short = {"affine": "Aff", "projective": "Proj", "tps": "TPS", "attention": "Att"}
-    arch = {"padded": " (padded)", "": "", "paper": ""}.get(architecture, f" (2×{architecture.removeprefix('width ')})")
+    if architecture == "padded":
+        arch = " (padded)"
+    elif architecture.startswith("width "):
+        arch = f" (2×{architecture.removeprefix('width ')})"
+    else:
+        arch = ""
     return names[model] + (f" {short[transform]}" if transform else "") + arch
 
 

@@ -341,7 +341,7 @@ def create_model(name: str, *, dataset: str, transform: str = "affine", **overri
         core.check_output_size(st_opts.get("output_size"))
     widths = default_widths(name, dataset, transform, architecture=architecture,
                             num_control_points=st_opts.get("num_control_points", 16),
-                            loc_downsample=loc_downsample if name == "st-cnn" else None)
+                            loc_downsample=loc_downsample)
     cls_opts = {k: overrides[k] for k in _CLASSIFIER_OPTIONS if k in overrides}
     k = spec.num_classes
     if name in ("fcn", "st-fcn", "2st-fcn"):

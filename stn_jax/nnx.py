@@ -92,7 +92,7 @@ class LocalizationMLP(nnx.Module):
     Input (N, H, W, C); output (N, features[-1]). ``out_features`` holds the output width.
     """
 
-    def __init__(self, in_features: int, features: Sequence[int] = (32, 32, 32), *,
+    def __init__(self, in_features: int, *, features: Sequence[int] = (32, 32, 32),
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         widths = [int(in_features)] + [int(f) for f in features]
         self.layers = nnx.List([nnx.Linear(a, b, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -117,8 +117,8 @@ class LocalizationCNN(nnx.Module):
     Input (N, H, W, C); output (N, out_features).
     """
 
-    def __init__(self, in_shape: Sequence[int], features: Sequence[int] = (20, 20),
-                 kernel_size: int = 5, hidden: int = 20, *, dtype: Dtype | None = None,
+    def __init__(self, in_shape: Sequence[int], *, features: Sequence[int] = (20, 20),
+                 kernel_size: int = 5, hidden: int = 20, dtype: Dtype | None = None,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         h, w, c = _check_shape(in_shape)
         convs = []
@@ -213,7 +213,7 @@ class SpatialTransformer(nnx.Module):
     (:class:`stn_jax.pipeline.TransformerConfig`).
     """
 
-    def __init__(self, in_shape: Sequence[int], transform: str | Transform = "affine", *,
+    def __init__(self, in_shape: Sequence[int], *, transform: str | Transform = "affine",
                  localization: nnx.Module | None = None,
                  output_size: tuple[int, int] | None = None, num_control_points: int = 16,
                  mode: str = "bilinear", padding_mode: str = "zeros", align_corners: bool = False,
@@ -264,8 +264,8 @@ class ParallelSpatialTransformers(nnx.Module):
     head i's output in channels ``[i*C, (i+1)*C)`` (and the list of per-head (N, P) params).
     """
 
-    def __init__(self, in_shape: Sequence[int], num_heads: int = 2,
-                 transform: str | Transform = "affine", *,
+    def __init__(self, in_shape: Sequence[int], *, num_heads: int = 2,
+                 transform: str | Transform = "affine",
                  localization: LocalizationFactory | None = None,
                  initial_params: Any = None, initial_scale: float = 0.5,
                  num_control_points: int = 16, rngs: nnx.Rngs, **options: Any):
@@ -274,7 +274,7 @@ class ParallelSpatialTransformers(nnx.Module):
         init = pipeline.head_initial_params(kind, num_heads, initial_params=initial_params,
                                             scale=initial_scale)
         self.heads = nnx.List([
-            SpatialTransformer(in_shape, kind, initial_params=init[i], rngs=rngs,
+            SpatialTransformer(in_shape, transform=kind, initial_params=init[i], rngs=rngs,
                                localization=(localization(in_shape, rngs)
                                              if localization is not None else None), **options)
             for i in range(num_heads)])
@@ -366,7 +366,7 @@ def inspect_transformers(module: nnx.Module, images: jax.typing.ArrayLike
       transformer's input and ``"warped"`` (N, Ho, Wo, C). For a series composition the entry
       describes the composed transform (kind ``affine`` or ``projective``).
 
-    >>> st = SpatialTransformer((8, 8, 1), "tps", num_control_points=4, rngs=nnx.Rngs(0))
+    >>> st = SpatialTransformer((8, 8, 1), transform="tps", num_control_points=4, rngs=nnx.Rngs(0))
     >>> [(r["kind"], r["params"].shape, r["grid"].shape)
     ...  for r in inspect_transformers(st, jnp.ones((2, 8, 8, 1)))]
     [('tps', (2, 8), (2, 8, 8, 2))]

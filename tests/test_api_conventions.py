@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import stn_jax
-from stn_jax import grids, sampling, separable, transforms, warping
+from stn_jax import grids, nnx, sampling, separable, transforms, warping
 
 PUBLIC_MODULES = (stn_jax, sampling, grids, warping, separable, transforms)
 
@@ -155,3 +155,18 @@ def test_top_level_exports_the_override():
     assert stn_jax.current_sampler_implementation is sampling.current_sampler_implementation
     assert {"sampler_implementation", "current_sampler_implementation", "grid_sample",
             "warp"} <= set(stn_jax.__all__)
+
+
+NNX_CONSTRUCTORS = {name: getattr(nnx, name).__init__ for name in nnx.__all__
+                    if inspect.isclass(getattr(nnx, name)) and "__init__" in vars(getattr(nnx, name))}
+
+
+def test_the_walk_sees_the_nnx_modules():
+    assert {"LocalizationMLP", "LocalizationCNN", "SpatialTransformer",
+            "ParallelSpatialTransformers", "SeriesSpatialTransformers"} <= set(NNX_CONSTRUCTORS)
+
+
+@pytest.mark.parametrize("name", sorted(NNX_CONSTRUCTORS))
+def test_nnx_module_options_are_keyword_only(name):
+    """NNX modules take their shape positionally and every option by keyword, like Linen's fields."""
+    assert positional_options(NNX_CONSTRUCTORS[name]) == []

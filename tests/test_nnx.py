@@ -26,7 +26,7 @@ def _image(shape=(2, 12, 12, 3), seed=0):
 @pytest.mark.parametrize("kind", KINDS)
 def test_fresh_module_is_identity(kind):
     x = _image()
-    module = stn.SpatialTransformer((12, 12, 3), kind, num_control_points=9, rngs=nnx.Rngs(0))
+    module = stn.SpatialTransformer((12, 12, 3), transform=kind, num_control_points=9, rngs=nnx.Rngs(0))
     y, params = module(x, return_params=True)
     np.testing.assert_allclose(y, x, atol=1e-5)
     ident = stn_jax.get_transform(kind, num_control_points=9).identity
@@ -51,7 +51,7 @@ def test_linen_and_nnx_give_identical_outputs(kind, loc, bound):
     nnx_loc = (stn.LocalizationCNN((12, 12, 2), features=(4, 4), hidden=8, rngs=nnx.Rngs(1))
                if loc == "cnn" else None)
     lmod = stn_linen.SpatialTransformer(transform=kind, localization=linen_loc, **opts)
-    nmod = stn.SpatialTransformer((12, 12, 2), kind, localization=nnx_loc, rngs=nnx.Rngs(0),
+    nmod = stn.SpatialTransformer((12, 12, 2), transform=kind, localization=nnx_loc, rngs=nnx.Rngs(0),
                                   **opts)
     variables = _perturbed_linen(lmod, x)
     stn.load_linen_params(nmod, variables["params"])
@@ -85,7 +85,7 @@ def _capture(module, x):
 
 def test_sown_intermediates_and_penalty():
     x = _image()
-    module = stn.SpatialTransformer((12, 12, 3), "similarity", rngs=nnx.Rngs(0))
+    module = stn.SpatialTransformer((12, 12, 3), transform="similarity", rngs=nnx.Rngs(0))
     _, inter = _capture(module, x)
     assert inter["transform_params"].shape == (2, 4)
     assert float(transform_penalty(inter)) == 0.0
@@ -99,7 +99,7 @@ def test_jit_grad_reaches_localization():
     blob = lambda cx: np.exp(-((xx - cx) ** 2 + (yy - 8) ** 2) / 8.0)
     x = jnp.asarray(np.stack([blob(6), blob(7)])[..., None], jnp.float32)
     target = jnp.asarray(np.stack([blob(8), blob(9)])[..., None], jnp.float32)
-    module = stn.SpatialTransformer((16, 16, 1), "affine", rngs=nnx.Rngs(0))
+    module = stn.SpatialTransformer((16, 16, 1), transform="affine", rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(module, optax.sgd(10.0), wrt=nnx.Param)
 
     @nnx.jit
@@ -119,7 +119,7 @@ def test_jit_grad_reaches_localization():
 
 def test_bfloat16_compute_dtype():
     x = _image((2, 12, 12, 1)).astype(jnp.bfloat16)
-    module = stn.SpatialTransformer((12, 12, 1), "affine", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    module = stn.SpatialTransformer((12, 12, 1), transform="affine", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     y, params = module(x, return_params=True)
     assert y.dtype == jnp.bfloat16 and params.dtype == jnp.float32
     np.testing.assert_allclose(y.astype(jnp.float32), x.astype(jnp.float32), atol=1e-2)
@@ -128,8 +128,8 @@ def test_bfloat16_compute_dtype():
 def test_parallel_heads_start_at_distinct_regions():
     x = _image((2, 16, 16, 1))
     module = stn.ParallelSpatialTransformers(
-        (16, 16, 1), 4, "attention", rngs=nnx.Rngs(0),
-        localization=lambda shape, rngs: stn.LocalizationMLP(int(np.prod(shape)), (8,), rngs=rngs))
+        (16, 16, 1), num_heads=4, transform="attention", rngs=nnx.Rngs(0),
+        localization=lambda shape, rngs: stn.LocalizationMLP(int(np.prod(shape)), features=(8,), rngs=rngs))
     y, params = module(x, return_params=True)
     assert y.shape == (2, 16, 16, 4)
     np.testing.assert_allclose(np.stack([p[0] for p in params]),
@@ -146,23 +146,23 @@ def test_custom_localization_feature_count_is_inferred():
         def __call__(self, x):
             return jnp.mean(x, axis=(1, 2))
 
-    module = stn.SpatialTransformer((8, 8, 3), "translation", localization=Pool(),
+    module = stn.SpatialTransformer((8, 8, 3), transform="translation", localization=Pool(),
                                     rngs=nnx.Rngs(0))
     assert module.regression.kernel[...].shape == (3, 2)
     x = _image((2, 8, 8, 3))
     np.testing.assert_allclose(module(x), x, atol=1e-5)
 
 
-@pytest.mark.parametrize("args, kwargs, match", [
-    (((8, 8, 1), "rotation"), {}, "unknown transform kind"),
-    (((8, 8, 1), "affine"), dict(output_size=(4, 4, 4)), "output_size"),
-    (((8, 8, 1), "tps"), dict(num_control_points=12), "perfect square"),
-    (((8, 8), "affine"), {}, r"\(H, W, C\)"),
-    (((8, 8, 1), "affine"), dict(padding_mode="wrap"), "padding_mode"),
+@pytest.mark.parametrize("in_shape, kwargs, match", [
+    ((8, 8, 1), dict(transform="rotation"), "unknown transform kind"),
+    ((8, 8, 1), dict(output_size=(4, 4, 4)), "output_size"),
+    ((8, 8, 1), dict(transform="tps", num_control_points=12), "perfect square"),
+    ((8, 8), {}, r"\(H, W, C\)"),
+    ((8, 8, 1), dict(padding_mode="wrap"), "padding_mode"),
 ])
-def test_bad_configuration_raises(args, kwargs, match):
+def test_bad_configuration_raises(in_shape, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        stn.SpatialTransformer(*args, rngs=nnx.Rngs(0), **kwargs)
+        stn.SpatialTransformer(in_shape, rngs=nnx.Rngs(0), **kwargs)
 
 
 def _linen_and_nnx_series(kind, loc, bound, output_size=None):
@@ -233,7 +233,7 @@ def test_inspection_matches_linen(kind, output_size):
     x = _image((2, 12, 12, 2))
     opts = dict(num_control_points=4, output_size=output_size)
     lmod = stn_linen.SpatialTransformer(transform=kind, **opts)
-    nmod = stn.SpatialTransformer((12, 12, 2), kind, rngs=nnx.Rngs(0), **opts)
+    nmod = stn.SpatialTransformer((12, 12, 2), transform=kind, rngs=nnx.Rngs(0), **opts)
     variables = _perturbed_linen(lmod, x)
     stn.load_linen_params(nmod, variables["params"])
     lout, lrecords = _linen_records(lmod, variables, x)
@@ -250,7 +250,8 @@ def test_inspection_matches_linen(kind, output_size):
 def test_parallel_and_series_inspection_match_linen():
     x = _image((2, 12, 12, 1))
     lpar = stn_linen.ParallelSpatialTransformers(num_heads=3, transform="similarity")
-    npar = stn.ParallelSpatialTransformers((12, 12, 1), 3, "similarity", rngs=nnx.Rngs(0))
+    npar = stn.ParallelSpatialTransformers((12, 12, 1), num_heads=3, transform="similarity",
+                                          rngs=nnx.Rngs(0))
     variables = _perturbed_linen(lpar, x)
     stn.load_linen_params(npar, variables["params"])
     lout, lrecords = _linen_records(lpar, variables, x)
@@ -273,7 +274,7 @@ def test_parallel_and_series_inspection_match_linen():
 
 def test_inspection_only_when_requested():
     x = _image()
-    module = stn.SpatialTransformer((12, 12, 3), "tps", num_control_points=4, rngs=nnx.Rngs(0))
+    module = stn.SpatialTransformer((12, 12, 3), transform="tps", num_control_points=4, rngs=nnx.Rngs(0))
     _, inter = nnx.capture(module, nnx.Intermediate)(x)
     assert set(nnx.to_pure_dict(inter)) == {"transform_params", "transform_deviation"}
     _, records = nnx.capture(module, stn.Inspection)(x)

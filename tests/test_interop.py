@@ -37,8 +37,8 @@ def test_nnx_transformer_inside_linen_model():
     class Model(nn.Module):
         @nn.compact
         def __call__(self, x):
-            x = nnx.bridge.ToLinen(stn_nnx.SpatialTransformer, args=((12, 12, 1), "attention"),
-                                   name="st")(x)
+            x = nnx.bridge.ToLinen(stn_nnx.SpatialTransformer, args=((12, 12, 1),),
+                                   kwargs={"transform": "attention"}, name="st")(x)
             return nn.Dense(10)(x.reshape((x.shape[0], -1)))
 
     x = _image()

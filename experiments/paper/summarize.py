@@ -221,7 +221,7 @@ DATASET_ORDER = (*paper.TABLE1_DATASETS, "tc", "addition")  # the paper's column
 # Recipes that change only the transformer -> the recipe of the CNN they are compared with.
 TRANSFORMER_ONLY_RECIPES = {"adam-border": "adam", "adam-fullres": "adam", "adam-nopen": "adam",
                             "adam-tuned-fullres": "adam-tuned", "adam-tuned-loc01": "adam-tuned",
-                            "adam-tuned-locfull": "adam-tuned"}
+                            "adam-tuned-locfull": "adam-tuned", "adam-tuned-nopen": "adam-tuned"}
 
 
 def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:

@@ -4,7 +4,8 @@ For each run directory (a ``stn-jax train`` workdir with checkpoints), restores 
 runs it on the first ``--count`` images of the dataset's fixed test set and reports, per
 transformer, the linear scale of the sampled region relative to the full frame,
 ``sqrt(|det A|)`` with ``A = theta[:, :2]`` (1 = the whole input, 0.5 = a crop of half the
-width and height), and the mean |translation|. Writes ``--out`` (JSON).
+width and height), the mean |translation| and the spread of the rotation
+(:func:`experiments.paper.transformer_response.decompose_affine`). Writes ``--out`` (JSON).
 
     python -m experiments.paper.transformer_stats experiments/results/runs/tc/tc-st-cnn-affine-s0-adam \
         --data-dir ../shared/data/mnist --out experiments/results/MACHINE/transformer_scale.json
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    from experiments.paper.transformer_response import decompose_affine
     from stn_jax.data import load_mnist, make_dataset
     from stn_jax.models import inspect_transformers
     from stn_jax.train import load_run
@@ -44,13 +46,14 @@ def main(argv: list[str] | None = None) -> int:
             if t["kind"] != "affine" or p.shape[-1] != 6:
                 stats.append({"kind": t["kind"], "note": "scale statistic defined for affine only"})
                 continue
-            theta = p.reshape(-1, 2, 3)
-            scale = np.sqrt(np.abs(np.linalg.det(theta[:, :, :2])))
-            shift = np.linalg.norm(theta[:, :, 2], axis=-1)
+            parts = decompose_affine(p.reshape(-1, 2, 3))
+            scale, rotation = parts["scale"], parts["rotation_deg"]
             stats.append({"kind": "affine", "scale_mean": float(scale.mean()),
                           "scale_median": float(np.median(scale)),
                           "scale_p10_p90": [float(np.percentile(scale, 10)), float(np.percentile(scale, 90))],
-                          "translation_norm_mean": float(shift.mean())})
+                          "translation_norm_mean": float(np.linalg.norm(parts["translation"], axis=-1).mean()),
+                          "rotation_deg_p10_p90": [float(np.percentile(rotation, 10)),
+                                                   float(np.percentile(rotation, 90))]})
         report[Path(run_dir).name] = {"step": run.step, "dataset": run.config.dataset,
                                       "images": int(min(args.count, len(images))), "transformers": stats}
         print(Path(run_dir).name, json.dumps(stats))

@@ -74,7 +74,9 @@ CONVERGENCE_RULE = ("a run counts as *converged* when it trained on at least "
                     "error of the final validation estimate, sqrt(p(1-p)/n) over its n validation images (a change "
                     "within measurement noise); or (b) across budgets, the same cell and seed trained with the same "
                     "recipe on a quarter to half as many images (the longest such run) ended at a validation error "
-                    "within that same tolerance of this run's (doubling the budget no longer helps). A cell is "
+                    "that this run's does not undercut by that same tolerance or more (doubling the budget no longer "
+                    "helps; a longer run that ends higher is no sign of further progress, so (b) is one-sided). "
+                    "A cell is "
                     "converged when every seed is. "
                     "(a) spans the whole second half, not only the last quarter, because a schedule that decays the "
                     "learning rate flattens the last quarter of any run; for the same reason a cosine schedule "
@@ -90,6 +92,12 @@ def _within_tolerance(before: float, end: float, n: int) -> bool:
     """True when error `end` differs from `before` by less than 5% (relative) or one standard error."""
     standard_error = math.sqrt(end * (1 - end) / n)
     return abs(end - before) < max(0.05 * before, standard_error)
+
+
+def _not_improved(before: float, end: float, n: int) -> bool:
+    """True unless error `end` is lower than `before` by 5% (relative) or one standard error or more."""
+    standard_error = math.sqrt(end * (1 - end) / n)
+    return before - end < max(0.05 * before, standard_error)
 
 
 def images_seen(run: dict) -> int:
@@ -115,7 +123,7 @@ def converged_across_budgets(run: dict) -> bool | None:
     val, val_short = read_metrics(run["dir"], "val"), read_metrics(shorter["dir"], "val")
     if not val or not val_short:
         return None
-    return _within_tolerance(val_short[-1]["error"], val[-1]["error"], validation_count(run))
+    return _not_improved(val_short[-1]["error"], val[-1]["error"], validation_count(run))
 
 
 def converged(run: dict) -> bool | None:

@@ -120,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         canvas = get_distortion(run.config.dataset).output_shape[0]
 
         def thetas_of(images: np.ndarray, run=run, run_dir=run_dir) -> np.ndarray:
-            first = inspect_transformers(run.model, run.variables, images)[0]
-            if first["kind"] != "affine":
-                raise ValueError(f"{run_dir}: the first transformer is {first['kind']!r}, not affine")
-            return np.asarray(first["params"]).reshape(-1, 2, 3)
+            found = inspect_transformers(run.model, run.variables, images)
+            if not found or found[0]["kind"] != "affine":
+                kind = found[0]["kind"] if found else "missing"
+                raise ValueError(f"{run_dir}: needs an affine spatial transformer first; found {kind!r}")
+            return np.asarray(found[0]["params"]).reshape(-1, 2, 3)
 
         result = response(thetas_of, digits, canvas=canvas)
         report[Path(run_dir).name] = {"step": run.step, "dataset": run.config.dataset, "canvas": canvas,

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, style in zip(keys, ("-", "--", ":"), strict=False):  # one line style per budget
                 group = sorted(cells[key], key=lambda g: g["seed"])
                 steps_batch = f"{key[5][0]:,} × {key[5][1]}"
-                budgets.add(steps_batch)
+                budgets.add(key[5])
                 for i, run in enumerate(group):
                     images, errs = _curve(run["dir"], "val", key[5][1])
                     test = run["results"]["test_error_pct"]
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = paper.paper_error(ds, model, transform)
             if ref is not None:
                 ax.axhline(ref, color=COLORS[model], ls="-.", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
-        budget = " and ".join(sorted(budgets))
+        budget = ", ".join(f"{steps:,} × {batch}" for steps, batch in sorted(budgets))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))

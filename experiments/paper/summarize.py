@@ -88,16 +88,19 @@ def validation_count(run: dict) -> int:
     return run["results"].get("config", {}).get("validation_size") or DEFAULT_VALIDATION_SIZE
 
 
+def _tolerance(before: float, end: float, n: int) -> float:
+    """The rule's tolerance: 5% of error `before`, or one standard error of error `end` over n images."""
+    return max(0.05 * before, math.sqrt(end * (1 - end) / n))
+
+
 def _within_tolerance(before: float, end: float, n: int) -> bool:
-    """True when error `end` differs from `before` by less than 5% (relative) or one standard error."""
-    standard_error = math.sqrt(end * (1 - end) / n)
-    return abs(end - before) < max(0.05 * before, standard_error)
+    """True when error `end` differs from `before` by less than the tolerance."""
+    return abs(end - before) < _tolerance(before, end, n)
 
 
 def _not_improved(before: float, end: float, n: int) -> bool:
-    """True unless error `end` is lower than `before` by 5% (relative) or one standard error or more."""
-    standard_error = math.sqrt(end * (1 - end) / n)
-    return before - end < max(0.05 * before, standard_error)
+    """True unless error `end` is lower than `before` by the tolerance or more."""
+    return before - end < _tolerance(before, end, n)
 
 
 def images_seen(run: dict) -> int:

@@ -61,7 +61,8 @@ def test_budgets_are_separate_cells_and_only_converged_pairs_make_the_headline(r
     assert len(cells[("table1", "rts", "cnn", None, "adam", (2000, 64), "padded")]) == 3
     text = summarize.build()
     headline = text.split("## Headline")[1].split("\n## ")[0]
-    assert "| Table 1 RTS | adam | 3.00 (3.00) | 2.00 (2.00) | 0.8 / 0.5 | 8,000 × 256 |" in headline
+    assert ("| Table 1 RTS | adam | 3.00 (3.00) | 2.00 (2.00) | -1.00 | 0.8 / 0.5 | 8,000 × 256 / 8,000 × 256 | 0 / 0 |"
+            in headline)
     assert "2,000 × 64" not in headline  # the 2k runs are not converged
     main, budget = text.split("## Budget runs (not converged)")
     assert "| RTS | CNN | adam | 3.00 | 0.8 | +2.20 | 3.1 → 3.0 | yes | 8,000 × 256 (2.05M) |" in main
@@ -86,7 +87,26 @@ def test_headline_row_has_seeds_and_the_papers_pair(runs):
                        architecture="paper")
     text = summarize.build()
     assert ("| Table 1 RTS | adam | 7.00 ± 1.00 (n=3) (6.00, 7.00, 8.00) | 4.00 ± 1.00 (n=3) (4.00, 5.00, 3.00) "
-            "| 0.8 / 0.5 | 4,000 × 256 |") in text
+            "| -3.00 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 | 0,1,2 / 0,1,2 |") in text
+
+
+def test_headline_pairs_each_models_converged_cell_at_its_own_budget(runs):
+    """The CNN converged at 4k steps, the ST-CNN needs 8k; a 1-seed 8k CNN cell loses to the 3-seed one,
+    and the unconverged 2k x 64 cells never appear."""
+    common = dict(transform="affine", optimizer="adam", batch=256, half_ratio=1.01, architecture="paper")
+    for seed in range(3):
+        _write_run(runs, "table1", f"rts-cnn-s{seed}-adam-4k", dataset="rts", model="cnn", seed=seed,
+                   error_pct=2.0 + seed / 10, steps=4000, **common)
+        _write_run(runs, "table1", f"rts-st-cnn-affine-s{seed}-adam-8k", dataset="rts", model="st-cnn",
+                   seed=seed, error_pct=1.5, steps=8000, **common)
+    _write_run(runs, "table1", "rts-cnn-s0-adam-8k", dataset="rts", model="cnn", seed=0, error_pct=1.0,
+               steps=8000, **common)
+    headline = summarize.build().split("## Headline")[1].split("\n## ")[0]
+    rows = [line for line in headline.splitlines() if line.startswith("| Table 1")]
+    assert rows == ["| Table 1 RTS | adam | 2.10 ± 0.10 (n=3) (2.00, 2.10, 2.20) | 1.50 ± 0.00 (n=3) (1.50, 1.50, 1.50) "
+                    "| -0.60 | 0.8 / 0.5 | 4,000 × 256 / 8,000 × 256 | 0,1,2 / 0,1,2 |"]
+    readme = summarize.readme_section(summarize.group_cells(summarize.load_runs()))
+    assert readme.count(summarize.HEADLINE_HEADER[0]) == 1 and rows[0] in readme
 
 
 def test_convergence_rule(runs):

@@ -23,6 +23,7 @@ from stn_jax.models import ARCHITECTURES
 
 COLORS = {"cnn": "#1f77b4", "st-cnn": "#d62728"}
 LABELS = {"cnn": "CNN", "st-cnn": "ST-CNN (affine)"}
+Y_TICKS = (0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)  # labelled error levels (%) of the log axis
 
 
 def _curve(run_dir: Path, split: str, batch_size: int) -> tuple[list[int], list[float]]:
@@ -31,27 +32,21 @@ def _curve(run_dir: Path, split: str, batch_size: int) -> tuple[list[int], list[
     return [r["step"] * batch_size for r in rows], [100 * r["error"] for r in rows]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="adam", help="recipe whose runs are plotted (default: adam)")
-    parser.add_argument("--architecture", default="paper", choices=ARCHITECTURES,
-                        help="zoo architecture whose runs are plotted (default: paper)")
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "headline.png"))
-    args = parser.parse_args(argv)
-
+def draw(cells: dict[tuple, list[dict]], *, recipe: str, architecture: str):
+    """The headline figure (a matplotlib Figure, one panel per headline dataset) of `cells`
+    (:func:`experiments.paper.summarize.group_cells`) for one recipe and architecture."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
-    cells = group_cells(load_runs())
-    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5.2 * len(HEADLINE), 3.8))
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5.2 * len(HEADLINE), 5.6))
     for ax, (ds, title) in zip(axes, HEADLINE, strict=True):
         table = "table1" if ds in paper.TABLE1_DATASETS else ds
         budgets = set()
         for model, transform in (("cnn", None), ("st-cnn", "affine")):
             keys = sorted(k for k in cells
-                          if k[:5] == (table, ds, model, transform, args.recipe) and k[6] == args.architecture)
+                          if k[:5] == (table, ds, model, transform, recipe) and k[6] == architecture)
             for key, style in zip(keys, ("-", "--", ":"), strict=False):  # one line style per budget
                 group = sorted(cells[key], key=lambda g: g["seed"])
                 steps_batch = f"{key[5][0]:,} × {key[5][1]}"
@@ -69,16 +64,29 @@ def main(argv: list[str] | None = None) -> int:
         budget = ", ".join(f"{steps:,} × {batch}" for steps, batch in sorted(budgets))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator(Y_TICKS))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training images seen")
         ax.set_ylabel("error (%)")
         ax.set_title(f"{title}: {budget} steps × batch", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"recipe {args.recipe}, {args.architecture} architecture", fontsize=10)
+        # Below the panel, so that no curve is hidden behind it.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.suptitle(f"recipe {recipe}, {architecture} architecture", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="adam", help="recipe whose runs are plotted (default: adam)")
+    parser.add_argument("--architecture", default="paper", choices=ARCHITECTURES,
+                        help="zoo architecture whose runs are plotted (default: paper)")
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "headline.png"))
+    args = parser.parse_args(argv)
+    fig = draw(group_cells(load_runs()), recipe=args.recipe, architecture=args.architecture)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

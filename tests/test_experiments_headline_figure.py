@@ -1,0 +1,41 @@
+"""experiments/figures/headline_figure.py: one curve per seed, test markers, legends clear of the curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments.figures import headline_figure
+from experiments.paper import summarize
+
+
+def _run(root: Path, name: str, *, model: str, seed: int, val: list[float], test: float) -> None:
+    """A finished `adam` run of 1,000 x 128 on RTS with validation errors `val` (fractions), evenly spaced."""
+    run = root / "table1" / name
+    run.mkdir(parents=True)
+    config = {"dataset": "rts", "model": model, "transform": "affine", "seed": seed, "architecture": "paper",
+              **summarize.recipe_settings("adam"), "steps": 1000, "batch_size": 128}
+    (run / "results.json").write_text(json.dumps({
+        "test_error_pct": test, "steps": 1000, "batch_size": 128, "config": config, "device_kind": "cpu"}))
+    rows = [{"step": 1000 * (i + 1) // len(val), "split": "val", "error": e} for i, e in enumerate(val)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_figure_has_a_curve_per_seed_and_its_legend_below_the_panel(tmp_path, monkeypatch):
+    monkeypatch.setattr(summarize, "RUNS_DIR", tmp_path)
+    for seed in range(2):
+        _run(tmp_path, f"rts-cnn-s{seed}", model="cnn", seed=seed, val=[0.1, 0.05, 0.03], test=3.0)
+        _run(tmp_path, f"rts-st-cnn-affine-s{seed}", model="st-cnn", seed=seed, val=[0.1, 0.04, 0.02], test=2.0)
+    fig = headline_figure.draw(summarize.group_cells(summarize.load_runs()), recipe="adam", architecture="paper")
+    rts = fig.axes[0]
+    curves = [line for line in rts.get_lines() if len(line.get_xdata()) == 3]
+    assert len(curves) == 4                                          # 2 models x 2 seeds
+    assert sorted(curves[0].get_xdata()) == [333 * 128, 666 * 128, 1000 * 128]  # images seen, not steps
+    markers = [line for line in rts.get_lines() if line.get_marker() == "o"]
+    assert sorted(float(m.get_ydata()[0]) for m in markers) == [2.0, 2.0, 3.0, 3.0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend, panel = rts.get_legend().get_window_extent(renderer), rts.get_window_extent(renderer)
+    assert legend.y1 <= panel.y0                                     # entirely below the plotting area
+    labels = [t.get_text() for t in rts.get_legend().get_texts()]
+    assert "CNN val, 1,000 × 128 (n=2)" in labels and "paper ST-CNN (affine) (0.5%)" in labels

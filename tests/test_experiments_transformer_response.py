@@ -88,3 +88,23 @@ def test_response_slopes_of_a_fixed_and_a_following_transformer():
     assert follower["digit_offset_px"]["slope"] == pytest.approx(1.0, abs=0.01)
     assert follower["digit_angle_deg"]["slope"] == pytest.approx(0.0, abs=1e-9)
     assert follower["digit_scale"]["rows"][0]["scale"] == pytest.approx(0.5)
+
+
+def test_response_records_the_error_of_each_setting_and_needs_no_transformer():
+    """A 'classifier' that is right only when the ink sits where it sits at rest: 0% error at offset
+    0, 100% at +-6 px; a model without a transformer gets rows without slopes."""
+    digits, labels = _digits(), np.arange(3)
+    at_rest = tr.place_digits(digits, angle_deg=0.0, scale=1.0, offset_px=0.0, canvas=42)
+
+    def classify(images):
+        moved = np.abs(images - at_rest).reshape(len(images), -1).max(axis=1) > 0.5
+        return np.where(moved, -1, labels)
+
+    report = tr.response(None, digits, canvas=42, classify=classify, labels=labels)
+    errors = {row["digit_offset_px"]: row["error_pct"] for row in report["digit_offset_px"]["rows"]}
+    assert errors[0.0] == 0.0 and errors[6.0] == errors[-6.0] == 100.0
+    assert all("slope" not in sweep and "rotation_deg" not in sweep["rows"][0] for sweep in report.values())
+    with pytest.raises(ValueError, match="together"):
+        tr.response(None, digits, canvas=42, classify=classify)
+    with pytest.raises(ValueError, match="nothing to measure"):
+        tr.response(None, digits, canvas=42)

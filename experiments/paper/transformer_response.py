@@ -16,6 +16,9 @@ response against the cause:
 - translation: the grid's horizontal translation against the digit's offset, both in normalised
   input coordinates (pixels * 2 / width). 1 means the sampled region follows the digit.
 
+Each setting also records the model's ``error_pct`` on those digits (models without a transformer
+get only these), so the sweeps show which factor of the distortion costs accuracy.
+
     python -m experiments.paper.transformer_response experiments/results/runs/table1/rts-st-cnn-affine-s0-adam-tuned-2m \
         --data-dir ../shared/data/mnist --out experiments/results/MACHINE/transformer_response_rts.json
 """
@@ -76,36 +79,59 @@ def slope(x: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.asarray(x, np.float64), np.asarray(y, np.float64), 1)[0])
 
 
-def response(thetas_of, digits: np.ndarray, *, canvas: int) -> dict:
-    """The three sweeps. ``thetas_of(images (N, canvas, canvas, 1)) -> theta (N, 2, 3)``."""
+def response(thetas_of, digits: np.ndarray, *, canvas: int, classify=None,
+             labels: np.ndarray | None = None) -> dict:
+    """The three sweeps.
 
-    def mean_parts(**placement) -> dict[str, float]:
-        parts = decompose_affine(thetas_of(place_digits(digits, canvas=canvas, **placement)))
-        return {"rotation_deg": float(parts["rotation_deg"].mean()), "scale": float(parts["scale"].mean()),
-                "translation_x": float(parts["translation"][:, 0].mean())}
+    ``thetas_of(images (N, canvas, canvas, 1)) -> theta (N, 2, 3)``, or None for a model without a
+    transformer (no response, no slopes). With ``classify(images) -> predicted classes (N,)`` and the
+    digits' ``labels`` (N,), each setting also records the model's ``error_pct`` on those digits, so
+    that the sweeps show which factor of the distortion costs accuracy.
+    """
+    if (classify is None) != (labels is None):
+        raise ValueError("classify and labels go together: pass both or neither")
+    if thetas_of is None and classify is None:
+        raise ValueError("nothing to measure: pass thetas_of, classify (with labels), or both")
+
+    def measure(**placement) -> dict[str, float]:
+        images = place_digits(digits, canvas=canvas, **placement)
+        row = {}
+        if thetas_of is not None:
+            parts = decompose_affine(thetas_of(images))
+            row.update(rotation_deg=float(parts["rotation_deg"].mean()), scale=float(parts["scale"].mean()),
+                       translation_x=float(parts["translation"][:, 0].mean()))
+        if classify is not None:
+            row["error_pct"] = 100.0 * float(np.mean(np.asarray(classify(images)) != np.asarray(labels)))
+        return row
 
     rest = {"angle_deg": 0.0, "scale": 1.0, "offset_px": 0.0}
     sweeps = {"angle_deg": ANGLES_DEG, "scale": SCALES, "offset_px": OFFSETS_PX}
     report = {}
     for name, values in sweeps.items():
-        rows = [{f"digit_{name}": v, **mean_parts(**{**rest, name: v})} for v in values]
+        rows = [{f"digit_{name}": v, **measure(**{**rest, name: v})} for v in values]
+        report[f"digit_{name}"] = {"rows": rows}
+        if thetas_of is None:
+            continue
         if name == "angle_deg":
             fit = slope(list(values), [r["rotation_deg"] for r in rows])
         elif name == "scale":
             fit = slope(np.log(values).tolist(), [float(np.log(r["scale"])) for r in rows])
         else:
             fit = slope([2 * v / canvas for v in values], [r["translation_x"] for r in rows])
-        report[f"digit_{name}"] = {"rows": rows, "slope": fit}
+        report[f"digit_{name}"]["slope"] = fit
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="training workdirs (with checkpoints/) of affine ST models")
+    parser.add_argument("runs", nargs="+", help="training workdirs (with checkpoints/): affine ST models, or "
+                        "models without a transformer (errors only)")
     parser.add_argument("--data-dir", required=True, help="directory of the four MNIST IDX files")
     parser.add_argument("--count", type=int, default=500, help="test digits per setting")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+
+    import jax
 
     from stn_jax.data import load_mnist
     from stn_jax.data.distortions import get_distortion
@@ -114,22 +140,29 @@ def main(argv: list[str] | None = None) -> int:
 
     mnist = load_mnist(source="idx", data_dir=args.data_dir)
     digits = np.asarray(mnist.test_images[: args.count], np.float32)[..., None] / 255.0
+    labels = np.asarray(mnist.test_labels[: args.count])
     report = {}
     for run_dir in args.runs:
         run = load_run(run_dir)
         canvas = get_distortion(run.config.dataset).output_shape[0]
+        found = inspect_transformers(run.model, run.variables, np.zeros((1, canvas, canvas, 1), np.float32))
+        if found and found[0]["kind"] != "affine":
+            raise ValueError(f"{run_dir}: its first spatial transformer must be affine; found {found[0]['kind']!r}")
+        apply = jax.jit(lambda x, run=run: run.model.apply(run.variables, x, train=False))
 
-        def thetas_of(images: np.ndarray, run=run, run_dir=run_dir) -> np.ndarray:
-            found = inspect_transformers(run.model, run.variables, images)
-            if not found or found[0]["kind"] != "affine":
-                kind = found[0]["kind"] if found else "missing"
-                raise ValueError(f"{run_dir}: needs an affine spatial transformer first; found {kind!r}")
-            return np.asarray(found[0]["params"]).reshape(-1, 2, 3)
+        def thetas_of(images: np.ndarray, run=run) -> np.ndarray:
+            return np.asarray(inspect_transformers(run.model, run.variables, images)[0]["params"]).reshape(-1, 2, 3)
 
-        result = response(thetas_of, digits, canvas=canvas)
-        report[Path(run_dir).name] = {"step": run.step, "dataset": run.config.dataset, "canvas": canvas,
-                                      "digits": int(digits.shape[0]), **result}
-        print(Path(run_dir).name, "slopes:", {k: round(v["slope"], 3) for k, v in result.items()})
+        def classify(images: np.ndarray, apply=apply) -> np.ndarray:
+            return np.concatenate([np.asarray(apply(images[i:i + 500])).argmax(-1)
+                                   for i in range(0, len(images), 500)])
+
+        result = response(thetas_of if found else None, digits, canvas=canvas, classify=classify, labels=labels)
+        report[Path(run_dir).name] = {"step": run.step, "dataset": run.config.dataset, "model": run.config.model,
+                                      "canvas": canvas, "digits": int(digits.shape[0]), **result}
+        print(Path(run_dir).name, {k: {"slope": round(v["slope"], 3) if "slope" in v else None,
+                                       "error_pct": [round(r["error_pct"], 2) for r in v["rows"]]}
+                                   for k, v in result.items()})
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
 

@@ -273,17 +273,18 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
         cnn = _headline_cell(cells, table, ds, "cnn", None, TRANSFORMER_ONLY_RECIPES.get(recipe, recipe), arch)
         if st is None or cnn is None:
             continue
-        values, means = {}, {}
+        values, means, seeds = {}, {}, []
         for name, (_, grp) in (("CNN", cnn), ("ST-CNN", st)):
-            errs = [g["results"]["test_error_pct"] for g in sorted(grp, key=lambda g: g["seed"])]
+            grp = sorted(grp, key=lambda g: g["seed"])
+            errs = [g["results"]["test_error_pct"] for g in grp]
+            seeds.append(",".join(str(g["seed"]) for g in grp))
             means[name] = statistics.mean(errs)
             values[name] = (f"{_fmt_err(errs)} ({', '.join(f'{e:.2f}' for e in errs)})",
                             paper.paper_error(ds, "st-cnn" if name == "ST-CNN" else "cnn", "affine"))
         budgets = " / ".join(f"{steps:,} × {batch}" for (steps, batch), _ in (cnn, st))
-        seeds = " / ".join(",".join(str(g["seed"]) for g in sorted(grp, key=lambda g: g["seed"])) for _, grp in (cnn, st))
         rows.append(f"| {dict(HEADLINE)[ds]} | {recipe} | {values['CNN'][0]} | {values['ST-CNN'][0]} | "
                     f"{means['ST-CNN'] - means['CNN']:+.2f} | {values['CNN'][1]} / {values['ST-CNN'][1]} | "
-                    f"{budgets} | {seeds} |")
+                    f"{budgets} | {' / '.join(seeds)} |")
     if not rows:
         return ["## Headline: ST-CNN vs CNN (RTS and TC)", "",
                 "No converged pair of CNN and ST-CNN cells is committed yet (convergence rule below); the "

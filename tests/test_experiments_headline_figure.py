@@ -9,12 +9,13 @@ from experiments.figures import headline_figure
 from experiments.paper import summarize
 
 
-def _run(root: Path, name: str, *, model: str, seed: int, val: list[float], test: float) -> None:
-    """A finished `adam` run of 1,000 x 128 on RTS with validation errors `val` (fractions), evenly spaced."""
+def _run(root: Path, name: str, *, model: str, seed: int, val: list[float], test: float,
+         recipe: str = "adam") -> None:
+    """A finished run of 1,000 x 128 on RTS with validation errors `val` (fractions), evenly spaced."""
     run = root / "table1" / name
     run.mkdir(parents=True)
     config = {"dataset": "rts", "model": model, "transform": "affine", "seed": seed, "architecture": "paper",
-              **summarize.recipe_settings("adam"), "steps": 1000, "batch_size": 128}
+              **summarize.recipe_settings(recipe), "steps": 1000, "batch_size": 128}
     (run / "results.json").write_text(json.dumps({
         "test_error_pct": test, "steps": 1000, "batch_size": 128, "config": config, "device_kind": "cpu"}))
     rows = [{"step": 1000 * (i + 1) // len(val), "split": "val", "error": e} for i, e in enumerate(val)]
@@ -39,3 +40,17 @@ def test_figure_has_a_curve_per_seed_and_its_legend_below_the_panel(tmp_path, mo
     assert legend.y1 <= panel.y0                                     # entirely below the plotting area
     labels = [t.get_text() for t in rts.get_legend().get_texts()]
     assert "CNN val, 1,000 × 128 (n=2)" in labels and "paper ST-CNN (affine) (0.5%)" in labels
+
+
+def test_an_st_recipe_is_drawn_with_the_cnn_it_is_compared_with(tmp_path, monkeypatch):
+    """``adam-border`` ST-CNN runs are drawn beside the ``adam`` CNN runs, never beside ``adam-border`` ones."""
+    monkeypatch.setattr(summarize, "RUNS_DIR", tmp_path)
+    _run(tmp_path, "rts-cnn-s0", model="cnn", seed=0, val=[0.1, 0.05, 0.03], test=3.0)
+    _run(tmp_path, "rts-st-cnn-affine-s0-adam-border", model="st-cnn", seed=0, val=[0.1, 0.04, 0.02], test=2.0,
+         recipe="adam-border")
+    _run(tmp_path, "rts-st-cnn-affine-s0", model="st-cnn", seed=0, val=[0.2, 0.1, 0.09], test=9.0)
+    fig = headline_figure.draw(summarize.group_cells(summarize.load_runs()), recipe="adam-border",
+                               architecture="paper")
+    markers = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
+    assert sorted(float(m.get_ydata()[0]) for m in markers) == [2.0, 3.0]
+    assert "adam (CNN) / adam-border (ST-CNN)" in fig._suptitle.get_text()

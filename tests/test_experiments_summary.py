@@ -12,12 +12,13 @@ from experiments.paper import summarize
 
 def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, transform: str,
                seed: int, optimizer: str, error_pct: float, steps: int = 2000, batch: int = 64,
-               half_ratio: float = 2.0, architecture: str | None = None) -> None:
-    """One run directory; its validation error at half the budget is `half_ratio` x the final one."""
+               half_ratio: float = 2.0, architecture: str | None = None, recipe: str | None = None) -> None:
+    """One run directory; its validation error at half the budget is `half_ratio` x the final one.
+    Its recipe is `recipe`, else ``adam`` or ``paper`` by `optimizer`."""
     run = root / table / name
     run.mkdir(parents=True)
     config = {"dataset": dataset, "model": model, "transform": transform, "seed": seed,
-              **summarize.recipe_settings("adam" if optimizer == "adam" else "paper"),
+              **summarize.recipe_settings(recipe or ("adam" if optimizer == "adam" else "paper")),
               "steps": steps, "batch_size": batch}
     if architecture is not None:
         config["architecture"] = architecture
@@ -107,6 +108,24 @@ def test_headline_pairs_each_models_converged_cell_at_its_own_budget(runs):
                     "| -0.60 | 0.8 / 0.5 | 4,000 × 256 / 8,000 × 256 | 0,1,2 / 0,1,2 |"]
     readme = summarize.readme_section(summarize.group_cells(summarize.load_runs()))
     assert readme.count(summarize.HEADLINE_HEADER[0]) == 1 and rows[0] in readme
+
+
+def test_headline_pairs_an_st_recipe_with_the_cnn_recipe_it_is_compared_with(runs):
+    """``adam-border`` changes only the sampler's padding, so its ST-CNN is compared with the ``adam`` CNN
+    and the row names both recipes; a recipe without a CNN partner makes no row."""
+    common = dict(transform="affine", optimizer="adam", batch=256, half_ratio=1.01, architecture="paper")
+    for seed in range(3):
+        _write_run(runs, "table1", f"rts-cnn-s{seed}-adam-4k", dataset="rts", model="cnn", seed=seed,
+                   error_pct=2.0, steps=4000, **common)
+        _write_run(runs, "table1", f"rts-st-cnn-affine-s{seed}-adam-border-4k", dataset="rts", model="st-cnn",
+                   seed=seed, error_pct=1.0, steps=4000, recipe="adam-border", **common)
+        _write_run(runs, "table1", f"rts-st-cnn-affine-s{seed}-adam-tuned-4k", dataset="rts", model="st-cnn",
+                   seed=seed, error_pct=0.5, steps=4000, recipe="adam-tuned", **common)
+    assert summarize.cnn_recipe("adam-border") == "adam" and summarize.cnn_recipe("adam-tuned") == "adam-tuned"
+    headline = summarize.build().split("## Headline")[1].split("\n## ")[0]
+    rows = [line for line in headline.splitlines() if line.startswith("| Table 1")]
+    assert rows == ["| Table 1 RTS | adam / adam-border | 2.00 ± 0.00 (n=3) (2.00, 2.00, 2.00) | 1.00 ± 0.00 (n=3) "
+                    "(1.00, 1.00, 1.00) | -1.00 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 | 0,1,2 / 0,1,2 |"]
 
 
 def test_convergence_rule(runs):

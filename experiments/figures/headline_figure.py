@@ -18,7 +18,7 @@ from pathlib import Path
 
 from experiments.paper import paper
 from experiments.paper.reproduce import ROOT
-from experiments.paper.summarize import HEADLINE, group_cells, load_runs, read_metrics
+from experiments.paper.summarize import HEADLINE, cnn_recipe, group_cells, load_runs, read_metrics
 from stn_jax.models import ARCHITECTURES
 
 COLORS = {"cnn": "#1f77b4", "st-cnn": "#d62728"}
@@ -34,7 +34,9 @@ def _curve(run_dir: Path, split: str, batch_size: int) -> tuple[list[int], list[
 
 def draw(cells: dict[tuple, list[dict]], *, recipe: str, architecture: str):
     """The headline figure (a matplotlib Figure, one panel per headline dataset) of `cells`
-    (:func:`experiments.paper.summarize.group_cells`) for one recipe and architecture."""
+    (:func:`experiments.paper.summarize.group_cells`) for one architecture: the ST-CNN trained with
+    `recipe` and the CNN trained with the recipe it is compared with
+    (:func:`experiments.paper.summarize.cnn_recipe`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -44,9 +46,9 @@ def draw(cells: dict[tuple, list[dict]], *, recipe: str, architecture: str):
     for ax, (ds, title) in zip(axes, HEADLINE, strict=True):
         table = "table1" if ds in paper.TABLE1_DATASETS else ds
         budgets = set()
-        for model, transform in (("cnn", None), ("st-cnn", "affine")):
+        for model, transform, model_recipe in (("cnn", None, cnn_recipe(recipe)), ("st-cnn", "affine", recipe)):
             keys = sorted(k for k in cells
-                          if k[:5] == (table, ds, model, transform, recipe) and k[6] == architecture)
+                          if k[:5] == (table, ds, model, transform, model_recipe) and k[6] == architecture)
             for key, style in zip(keys, ("-", "--", ":"), strict=False):  # one line style per budget
                 group = sorted(cells[key], key=lambda g: g["seed"])
                 steps_batch = f"{key[5][0]:,} × {key[5][1]}"
@@ -74,14 +76,15 @@ def draw(cells: dict[tuple, list[dict]], *, recipe: str, architecture: str):
         ax.grid(True, which="both", alpha=0.3)
         # Below the panel, so that no curve is hidden behind it.
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-    fig.suptitle(f"recipe {recipe}, {architecture} architecture", fontsize=10)
+    recipes = recipe if cnn_recipe(recipe) == recipe else f"{cnn_recipe(recipe)} (CNN) / {recipe} (ST-CNN)"
+    fig.suptitle(f"recipe {recipes}, {architecture} architecture", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="adam", help="recipe whose runs are plotted (default: adam)")
+    parser.add_argument("--recipe", default="adam", help="ST-CNN recipe whose runs are plotted, with the CNN runs it is compared with (default: adam)")
     parser.add_argument("--architecture", default="paper", choices=ARCHITECTURES,
                         help="zoo architecture whose runs are plotted (default: paper)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "headline.png"))

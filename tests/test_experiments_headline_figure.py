@@ -54,3 +54,12 @@ def test_an_st_recipe_is_drawn_with_the_cnn_it_is_compared_with(tmp_path, monkey
     markers = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
     assert sorted(float(m.get_ydata()[0]) for m in markers) == [2.0, 3.0]
     assert "adam (CNN) / adam-border (ST-CNN)" in fig._suptitle.get_text()
+
+
+def test_a_dataset_without_runs_gets_a_blank_panel_that_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(summarize, "RUNS_DIR", tmp_path)
+    _run(tmp_path, "rts-cnn-s0", model="cnn", seed=0, val=[0.1, 0.05, 0.03], test=3.0)
+    fig = headline_figure.draw(summarize.group_cells(summarize.load_runs()), recipe="adam", architecture="paper")
+    tc = fig.axes[1]
+    assert not tc.get_lines() and not tc.axison
+    assert [t.get_text() for t in tc.texts] == ["TC: no runs with this recipe yet"]

@@ -63,6 +63,12 @@ def draw(cells: dict[tuple, list[dict]], *, recipe: str, architecture: str):
             ref = paper.paper_error(ds, model, transform)
             if ref is not None:
                 ax.axhline(ref, color=COLORS[model], ls="-.", lw=1, label=f"paper {LABELS[model]} ({ref}%)")
+        if not budgets:  # nothing trained with these recipes on this dataset yet
+            ax.cla()
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{title}: no runs with this recipe yet", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)
+            continue
         budget = ", ".join(f"{steps:,} × {batch}" for steps, batch in sorted(budgets))
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -90,7 +90,9 @@ def draw(cells: dict[tuple, list[dict]], *, recipe: str, architecture: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="adam", help="ST-CNN recipe whose runs are plotted, with the CNN runs it is compared with (default: adam)")
+    parser.add_argument("--recipe", default="adam",
+                        help="ST-CNN recipe whose runs are plotted, beside the CNN runs it is compared with "
+                             "(default: adam)")
     parser.add_argument("--architecture", default="paper", choices=ARCHITECTURES,
                         help="zoo architecture whose runs are plotted (default: paper)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "headline.png"))

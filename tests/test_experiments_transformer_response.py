@@ -108,3 +108,19 @@ def test_response_records_the_error_of_each_setting_and_needs_no_transformer():
         tr.response(None, digits, canvas=42, classify=classify)
     with pytest.raises(ValueError, match="nothing to measure"):
         tr.response(None, digits, canvas=42)
+
+
+def test_shared_forward_runs_the_model_once_per_set_of_images_in_batches():
+    calls = []
+
+    def forward(images):
+        calls.append(len(images))
+        return images[:, 0, 0, 0].astype(int), np.tile(np.eye(2, 3), (len(images), 1, 1))
+
+    thetas_of, classify = tr._shared_forward(forward, batch=4)
+    images = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32)
+    assert thetas_of(images).shape == (10, 2, 3)
+    np.testing.assert_array_equal(classify(images), np.arange(10))
+    assert calls == [4, 4, 2]
+    classify(images.copy())                     # a new set of images runs the model again
+    assert calls == [4, 4, 2, 4, 4, 2]

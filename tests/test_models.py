@@ -153,6 +153,28 @@ def test_inspect_transformers_and_penalty():
     assert models.inspect_transformers(fcn, fcn.init(jax.random.key(0), x, train=False), x) == []
 
 
+def test_apply_and_inspect_returns_the_output_and_the_records_of_one_pass():
+    x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+    model = models.create_model("st-fcn", dataset="r", transform="affine")
+    variables = model.init(jax.random.key(1), x, train=False)
+    variables = {"params": jax.tree.map(lambda p: p + 0.05, variables["params"])}   # leave the identity
+    logits, found = models.apply_and_inspect(model, variables, x)
+    assert [f["kind"] for f in found] == ["affine"]
+    np.testing.assert_allclose(logits, model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5)
+    (expected,) = models.inspect_transformers(model, variables, x)
+    assert float(jnp.abs(expected["params"] - jnp.asarray([1, 0, 0, 0, 1, 0.0])).max()) > 0.01
+    np.testing.assert_allclose(found[0]["params"], expected["params"], rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    def logits_and_params(v, x):                 # traceable; the str "kind" stays outside jit
+        out, records = models.apply_and_inspect(model, v, x)
+        return out, records[0]["params"]
+
+    jitted_logits, jitted_params = logits_and_params(variables, x)
+    np.testing.assert_allclose(jitted_logits, logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jitted_params, expected["params"], rtol=1e-5, atol=1e-6)
+
+
 def test_st_model_warps_identity_at_init():
     x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
     model = models.create_model("st-cnn", dataset="r", transform="tps")

@@ -122,6 +122,26 @@ def response(thetas_of, digits: np.ndarray, *, canvas: int, classify=None,
     return report
 
 
+def _classes_and_thetas(logits, records) -> tuple:
+    """Predicted classes (N,) and the first transformer's theta (N, 2, 3), or None without one."""
+    return logits.argmax(-1), (records[0]["params"].reshape(-1, 2, 3) if records else None)
+
+
+def _shared_forward(forward, *, batch: int = 500):
+    """``thetas_of`` and ``classify`` callbacks for :func:`response` that share one pass of
+    ``forward(images) -> (classes, thetas or None)`` per set of images (run in batches)."""
+    last: dict = {}
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if last.get("images") is not images:
+            outs = [forward(images[i:i + batch]) for i in range(0, len(images), batch)]
+            thetas = None if outs[0][1] is None else np.concatenate([np.asarray(t) for _, t in outs])
+            last.update(images=images, result=(np.concatenate([np.asarray(c) for c, _ in outs]), thetas))
+        return last["result"]
+
+    return (lambda images: run(images)[1]), (lambda images: run(images)[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="training workdirs (with checkpoints/): affine ST models, or "
@@ -135,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stn_jax.data import load_mnist
     from stn_jax.data.distortions import get_distortion
-    from stn_jax.models import inspect_transformers
+    from stn_jax.models import apply_and_inspect
     from stn_jax.train import load_run
 
     mnist = load_mnist(source="idx", data_dir=args.data_dir)
@@ -145,18 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir in args.runs:
         run = load_run(run_dir)
         canvas = get_distortion(run.config.dataset).output_shape[0]
-        found = inspect_transformers(run.model, run.variables, np.zeros((1, canvas, canvas, 1), np.float32))
+        _, found = apply_and_inspect(run.model, run.variables, np.zeros((1, canvas, canvas, 1), np.float32))
         if found and found[0]["kind"] != "affine":
             raise ValueError(f"{run_dir}: its first spatial transformer must be affine; found {found[0]['kind']!r}")
-        apply = jax.jit(lambda x, run=run: run.model.apply(run.variables, x, train=False))
-
-        def thetas_of(images: np.ndarray, run=run) -> np.ndarray:
-            return np.asarray(inspect_transformers(run.model, run.variables, images)[0]["params"]).reshape(-1, 2, 3)
-
-        def classify(images: np.ndarray, apply=apply) -> np.ndarray:
-            return np.concatenate([np.asarray(apply(images[i:i + 500])).argmax(-1)
-                                   for i in range(0, len(images), 500)])
-
+        forward = jax.jit(lambda x, run=run: _classes_and_thetas(*apply_and_inspect(run.model, run.variables, x)))
+        thetas_of, classify = _shared_forward(forward)
         result = response(thetas_of if found else None, digits, canvas=canvas, classify=classify, labels=labels)
         report[Path(run_dir).name] = {"step": run.step, "dataset": run.config.dataset, "model": run.config.model,
                                       "canvas": canvas, "digits": int(digits.shape[0]), **result}

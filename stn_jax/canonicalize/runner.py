@@ -121,18 +121,17 @@ class Canonicalizer:
         """
         import jax.numpy as jnp
 
-        from stn_jax.models import inspect_transformers
+        from stn_jax.models import apply_and_inspect
 
         kinds: list[str] = []
 
         def apply_fn(v, images):
-            ts = inspect_transformers(model, v, images)
+            logits, ts = apply_and_inspect(model, v, images)
             kinds[:] = [str(t["kind"]) for t in ts]
             if not -len(ts) <= transformer_index < len(ts):
                 raise ValueError(f"the model has {len(ts)} spatial transformer(s); "
                                  f"transformer_index {transformer_index} does not exist")
             t = ts[transformer_index]
-            logits = model.apply(v, images, train=False)
             return {"warped": t["warped"], "params": t["params"], "logits": logits}
 
         probe = jnp.zeros((1,) + tuple(int(v) for v in input_shape), jnp.float32)

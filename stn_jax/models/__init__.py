@@ -6,6 +6,7 @@
 """
 
 from stn_jax.models.conv import CONV_IMPLS
+from stn_jax.models.helpers import apply_and_inspect
 from stn_jax.models.helpers import count_params
 from stn_jax.models.helpers import inspect_transformers
 from stn_jax.models.helpers import is_localization_path
@@ -31,6 +32,7 @@ __all__ = [
     "FCN",
     "MODEL_NAMES",
     "STClassifier",
+    "apply_and_inspect",
     "budget",
     "count_params",
     "create_model",

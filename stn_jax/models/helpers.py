@@ -16,6 +16,34 @@ from stn_jax.models.specs import get_spec
 _LOCALIZATION_PREFIXES = ("localization", "regression")
 
 
+def apply_and_inspect(model: nn.Module, variables: Mapping[str, Any], images: Any
+                      ) -> tuple[jax.Array, list[dict[str, Any]]]:
+    """Run ``model`` on ``images`` once and return its output together with what each spatial
+    transformer did (see :func:`inspect_transformers` for the records). Traceable: use it under
+    ``jax.jit`` to get a model's predictions and transforms from one forward pass.
+
+    Returns:
+      ``(output, records)``: the model's output as from ``model.apply(variables, images,
+      train=False)`` (logits (N, classes) for the zoo) and the list of records.
+    """
+    variables = {k: v for k, v in dict(variables).items()
+                 if k not in ("intermediates", "stn_inspect")}
+    output, state = model.apply(variables, jnp.asarray(images, jnp.float32), train=False,
+                                mutable=["stn_inspect"])
+    found: list[dict[str, Any]] = []
+
+    def walk(tree: Any) -> None:
+        for key, value in tree.items():
+            if isinstance(key, str) and key.startswith("transform:"):
+                for entry in value:
+                    found.append({"kind": key.split(":", 1)[1], **entry})
+            elif isinstance(value, Mapping):
+                walk(value)
+
+    walk(state.get("stn_inspect", {}))
+    return output, found
+
+
 def inspect_transformers(model: nn.Module, variables: Mapping[str, Any], images: Any
                          ) -> list[dict[str, Any]]:
     """Run ``model`` on ``images`` and return what each spatial transformer did.
@@ -30,24 +58,9 @@ def inspect_transformers(model: nn.Module, variables: Mapping[str, Any], images:
       ``"grid"`` (N, Ho, Wo, 2) normalised coordinates on the transformer's input and
       ``"warped"`` (N, Ho, Wo, C). Empty for models without transformers. For a series
       composition the entry describes the composed transform (kind ``affine`` or
-      ``projective``).
+      ``projective``). :func:`apply_and_inspect` returns the model's output as well.
     """
-    variables = {k: v for k, v in dict(variables).items()
-                 if k not in ("intermediates", "stn_inspect")}
-    _, state = model.apply(variables, jnp.asarray(images, jnp.float32), train=False,
-                           mutable=["stn_inspect"])
-    found: list[dict[str, Any]] = []
-
-    def walk(tree: Any) -> None:
-        for key, value in tree.items():
-            if isinstance(key, str) and key.startswith("transform:"):
-                for entry in value:
-                    found.append({"kind": key.split(":", 1)[1], **entry})
-            elif isinstance(value, Mapping):
-                walk(value)
-
-    walk(state.get("stn_inspect", {}))
-    return found
+    return apply_and_inspect(model, variables, images)[1]
 
 
 def transform_penalty(intermediates: Any) -> jax.Array:

@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from experiments.benchmarks import record as record_lib
+
 
 def _mnist_digits(n: int, data_dir: str | None) -> np.ndarray:
     from stn_jax.data import load_mnist
@@ -170,9 +172,7 @@ def main(argv=None) -> int:
     record = {
         "script": "experiments/benchmarks/bench_canonicalize.py", "argv": sys.argv[1:],
         "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg(), "devices": [str(d) for d in jax.local_devices()]},
+        "machine": record_lib.machine(load_before),
         "versions": {"python": platform.python_version(), "jax": jax.__version__,
                      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
                      "flax": flax.__version__, "pyarrow": pyarrow.__version__, "pillow": PIL.__version__},
@@ -181,10 +181,7 @@ def main(argv=None) -> int:
         "models": "identity-initialised zoo st-cnn (throughput does not depend on the weights)",
         "results": results,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"wrote {args.out}")
+    record_lib.write(args.out, record)
     return 0
 
 

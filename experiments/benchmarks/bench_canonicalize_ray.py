@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from experiments.benchmarks import record as record_lib
+
 
 def _rts_test_split(data_dir: str | None, path: str, limit: int | None) -> tuple[int, str]:
     from stn_jax.data import load_mnist, make_dataset
@@ -146,9 +148,7 @@ def main(argv=None) -> int:
     record = {
         "script": "experiments/benchmarks/bench_canonicalize_ray.py", "argv": sys.argv[1:] if argv is None else argv,
         "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg(), "devices": [str(d) for d in jax.local_devices()]},
+        "machine": record_lib.machine(load_before),
         "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
                      "pyarrow": pyarrow.__version__, "ray": ray_version},
         "data": {"input": "RTS test split (42x42x1 float32 .npz)", "rows": n, "mnist_source": source},
@@ -158,10 +158,7 @@ def main(argv=None) -> int:
         "ray_init_s": ray_init_s, "first_ray_job_one_shard_s": first_job_s,
         "local": local, "ray": ray_runs,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"wrote {args.out}")
+    record_lib.write(args.out, record)
     return 0
 
 

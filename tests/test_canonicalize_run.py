@@ -277,3 +277,20 @@ def test_sigkilled_run_resumes_to_identical_output(tmp_path):
     for col in a[0]:
         assert a[0][col] == b[0][col], (col, killed.stderr[-2000:], resumed.stderr[-2000:])
     assert a == b
+
+
+def test_atomic_write_keeps_the_old_file_and_no_temporary_when_writing_fails(tmp_path):
+    path = tmp_path / "part.bin"
+    writer_mod._atomic_write_bytes(str(path), b"old")
+
+    def fail(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        writer_mod._atomic_write(str(path), fail)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.bin"]
+    writer_mod._atomic_write_table(str(path), pa.table({"x": [1, 2]}))
+    assert pq.read_table(path).column("x").to_pylist() == [1, 2]

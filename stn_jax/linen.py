@@ -39,6 +39,7 @@ import numpy as np
 from stn_jax import localization as core
 from stn_jax import pipeline
 from stn_jax.pipeline import TransformerConfig, transform_penalty
+from stn_jax.pooling import max_pool_2x2
 from stn_jax.transforms import Transform
 
 __all__ = [
@@ -100,7 +101,7 @@ class LocalizationCNN(nn.Module):
         for width in self.features:
             x = nn.Conv(width, (self.kernel_size, self.kernel_size), dtype=self.dtype,
                         param_dtype=self.param_dtype)(x)
-            x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME"))
+            x = nn.relu(max_pool_2x2(x))
         x = x.reshape((x.shape[0], -1))
         if self.hidden:
             x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype)(x))

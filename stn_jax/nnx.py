@@ -44,6 +44,7 @@ from flax import nnx
 from stn_jax import localization as core
 from stn_jax import pipeline
 from stn_jax.pipeline import TransformerConfig, transform_penalty
+from stn_jax.pooling import max_pool_2x2
 from stn_jax.transforms import Transform
 
 __all__ = [
@@ -134,7 +135,7 @@ class LocalizationCNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for conv in self.convs:
-            x = nnx.relu(nnx.max_pool(conv(x), (2, 2), strides=(2, 2), padding="SAME"))
+            x = nnx.relu(max_pool_2x2(conv(x)))
         x = x.reshape((x.shape[0], -1))
         return nnx.relu(self.dense(x)) if self.dense is not None else x
 

@@ -50,6 +50,7 @@ from stn_jax import linen as stn
 from stn_jax import localization as core
 from stn_jax.models.conv import check_conv_impl, conv_function
 from stn_jax.models.specs import DatasetSpec, get_spec
+from stn_jax.pooling import max_pool_2x2
 
 MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn")
 """Names accepted by :func:`create_model`."""
@@ -122,7 +123,7 @@ class CNN(nn.Module):
                                  f"got {x.shape[1:3]} (use padding='SAME' or a larger input)")
             x = nn.Conv(width, (k, k), padding=self.padding, dtype=self.dtype,
                         conv_general_dilated=conv_function(self.conv))(x)
-            x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME"))
+            x = nn.relu(max_pool_2x2(x))
         x = x.reshape((x.shape[0], -1))
         if self.dropout_rate:
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

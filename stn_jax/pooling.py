@@ -1,10 +1,11 @@
 """2x2 max-pooling with stride 2, as a reshape instead of a reduction window.
 
 Every CNN of this package (the zoo's classifiers and the localization nets) pools with
-``max_pool(x, (2, 2), strides=(2, 2), padding="SAME")``. XLA differentiates that
-``lax.reduce_window`` with a ``select_and_scatter_add``, which XLA:CPU runs slowly: on a 2-core
-x86_64 CPU the forward and backward pass of the RTS CNN's two pools (batch 128) take several
-times longer than the same pools written as a reshape (``experiments/benchmarks/bench_pool.py``).
+``max_pool(x, (2, 2), strides=(2, 2), padding="SAME")``. XLA differentiates flax's
+``lax.reduce_window`` version with a ``select_and_scatter_add``, which XLA:CPU runs slowly; as a
+reshape the whole training step of the paper-architecture models runs 3-10% faster on a 2-core
+x86_64 CPU (RTS CNN 1.04x, RTS ST-CNN 1.07x, TC CNN 1.10x, TC ST-CNN 1.03x, batch 128;
+``experiments/benchmarks/bench_pool.py``).
 
 :func:`max_pool_2x2` computes the same function with the same derivative, bit for bit:
 

@@ -52,7 +52,7 @@ def _max_pool_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tupl
     return windows.max(axis=-1), jnp.sum(first * _windows(t, fill=0.0), axis=-1)
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
+def max_pool_2x2(x: jax.typing.ArrayLike) -> jax.Array:
     """2x2 max-pooling with stride 2 and 'SAME' padding (odd sizes round up).
 
     Equal, values and gradients, to ``flax.linen.max_pool(x, (2, 2), strides=(2, 2),
@@ -64,6 +64,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     Returns:
       (N, ceil(H/2), ceil(W/2), C) (no N for a single image), the dtype of ``x``.
     """
+    x = jnp.asarray(x)
     if x.ndim not in (3, 4):
         raise ValueError(f"max_pool_2x2 expects (N, H, W, C) or (H, W, C); got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):

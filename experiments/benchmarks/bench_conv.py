@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from experiments.benchmarks.bench_train import engine_loop, interleaved_rates, load_benchmark_mnist, machine_record
+from experiments.benchmarks.bench_train import ab_engine_row, engine_loop, load_benchmark_mnist, machine_record
 from stn_jax.models.conv import im2col_conv_general_dilated
 
 # (label, input side, in channels, out channels, kernel, input needs a gradient)
@@ -103,14 +103,8 @@ def engine_rates(mnist: Any, batch: int, steps: dict[str, int], repeats: int) ->
                 loop = engine_loop(config, dataset, make_mesh(), name=conv)
                 loop.run(1)
                 loops.append(loop)
-            n = steps[f"{dataset_name} {model}"]
-            rates = interleaved_rates(loops, steps=n, repeats=repeats)
-            med = {k: statistics.median(v) for k, v in rates.items()}
-            row = {"dataset": dataset_name, "model": model, "steps_per_repeat": n,
-                   "images_per_s_median": med, "images_per_s_all": rates,
-                   "speedup": med["im2col"] / med["xla"]}
-            print(f"engine {dataset_name} {model}: xla {med['xla']:,.0f} img/s, im2col "
-                  f"{med['im2col']:,.0f} img/s ({row['speedup']:.2f}x)", flush=True)
+            row = ab_engine_row(loops, steps=steps[f"{dataset_name} {model}"], repeats=repeats,
+                                dataset=dataset_name, model=model)
             rows.append(row)
     return rows
 

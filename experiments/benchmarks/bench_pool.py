@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import platform
-import statistics
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +29,7 @@ import flax.linen as nn
 import jax
 
 from experiments.benchmarks import record
-from experiments.benchmarks.bench_train import engine_loop, interleaved_rates, load_benchmark_mnist
+from experiments.benchmarks.bench_train import ab_engine_row, engine_loop, load_benchmark_mnist
 from stn_jax.pooling import max_pool_2x2
 
 MODELS = (("rts", "cnn"), ("rts", "st-cnn"), ("tc", "cnn"), ("tc", "st-cnn"))
@@ -69,14 +68,8 @@ def engine_rates(mnist: Any, batch: int, steps: dict[str, int], repeats: int) ->
                 loop = engine_loop(config, dataset, make_mesh(), name=name)
                 loop.run(1)
             loops.append(loop)
-        n = steps[f"{dataset_name} {model}"]
-        rates = interleaved_rates(loops, steps=n, repeats=repeats)
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        row = {"dataset": dataset_name, "model": model, "steps_per_repeat": n,
-               "images_per_s_median": med, "images_per_s_all": rates,
-               "speedup": med["reshape"] / med["reduce_window"]}
-        print(f"engine {dataset_name} {model}: reduce_window {med['reduce_window']:,.0f} img/s, reshape "
-              f"{med['reshape']:,.0f} img/s ({row['speedup']:.2f}x)", flush=True)
+        row = ab_engine_row(loops, steps=steps[f"{dataset_name} {model}"], repeats=repeats,
+                            dataset=dataset_name, model=model)
         rows.append(row)
     return rows
 

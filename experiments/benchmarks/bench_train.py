@@ -237,6 +237,20 @@ def interleaved_rates(loops: Sequence[Loop], *, steps: int | dict[str, int], rep
     return rates
 
 
+def ab_engine_row(loops: Sequence[Loop], *, steps: int, repeats: int, dataset: str, model: str
+                  ) -> dict[str, Any]:
+    """Interleaved images/s of two engine loops (baseline first, candidate second) on one
+    (dataset, model): medians, all repeats and the candidate's speed-up over the baseline; printed."""
+    base, cand = (loop.name for loop in loops)
+    rates = interleaved_rates(loops, steps=steps, repeats=repeats)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    row = {"dataset": dataset, "model": model, "steps_per_repeat": steps,
+           "images_per_s_median": med, "images_per_s_all": rates, "speedup": med[cand] / med[base]}
+    print(f"engine {dataset} {model}: {base} {med[base]:,.0f} img/s, {cand} {med[cand]:,.0f} img/s "
+          f"({row['speedup']:.2f}x)", flush=True)
+    return row
+
+
 def load_benchmark_mnist(data_dir: str) -> Any:
     """MNIST from the IDX files in `data_dir` when it exists, else the bundled 5,000-digit sample."""
     from stn_jax.data import load_mnist

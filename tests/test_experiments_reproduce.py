@@ -57,3 +57,46 @@ def test_plan_names_and_relative_command():
                        "--workdir", f"experiments/results/runs/table1/{run.name}", "--resume", "--no-progress",
                        "--transform", "affine", "--data-dir", "../shared/data",
                        *_ADAM, "--st-pool", "1", "--log-every", "10"]
+
+
+_FAKE_TRAIN = """
+import json, pathlib, signal, sys, time
+workdir = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # like stn-jax train: checkpoint, then exit 3
+(workdir / "started").write_text(str(time.monotonic()))
+time.sleep(float(sys.argv[2]))
+(workdir / "results.json").write_text(json.dumps({"test_error": 0.5}))
+"""
+
+
+def _fake_runs(monkeypatch, tmp_path, sleep_s: float, n: int) -> list:
+    """`n` runs whose command is a stand-in for `stn-jax train` that sleeps `sleep_s` seconds."""
+    monkeypatch.setattr(reproduce, "RUNS_DIR", tmp_path)
+    monkeypatch.setattr(reproduce, "command",
+                        lambda run, args: [reproduce.sys.executable, "-c", _FAKE_TRAIN, str(run.workdir), str(sleep_s)])
+    return [reproduce.Run("table1", "rts", "cnn", None, seed) for seed in range(n)]
+
+
+def test_execute_runs_jobs_concurrently_and_skips_finished(monkeypatch, tmp_path):
+    runs = _fake_runs(monkeypatch, tmp_path, 1.0, 3)
+    args = argparse.Namespace(dry_run=False)
+    assert reproduce.execute(runs, args, jobs=3) == 0
+    starts = sorted(float((r.workdir / "started").read_text()) for r in runs)
+    assert starts[-1] - starts[0] < 1.0  # all three started before the first finished
+    (runs[0].workdir / "started").unlink()
+    assert reproduce.execute(runs, args, jobs=1) == 0
+    assert not (runs[0].workdir / "started").exists()  # done runs are skipped
+
+
+def test_execute_deadline_stops_running_and_skips_pending(monkeypatch, tmp_path, capsys):
+    runs = _fake_runs(monkeypatch, tmp_path, 60.0, 2)
+    assert reproduce.execute(runs, argparse.Namespace(dry_run=False), jobs=1, deadline_s=2.0) == 2
+    assert (runs[0].workdir / "started").exists() and not (runs[0].workdir / "results.json").exists()
+    assert not runs[1].workdir.exists()
+    err = capsys.readouterr().err
+    assert "stopped at the deadline (2" in err and runs[1].name in err
+
+
+def test_execute_rejects_zero_jobs():
+    with pytest.raises(SystemExit, match="--jobs"):
+        reproduce.execute([], argparse.Namespace(dry_run=False), jobs=0)

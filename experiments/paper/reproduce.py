@@ -6,6 +6,7 @@ WORKDIR under ``experiments/results/runs/<table>/<dataset>-<model>[-<transform>]
 and ``--data-dir`` are passed relative to the repository root, so the committed files hold no
 machine paths. A run whose results.json exists is skipped, so the script can be re-run after an
 interruption; ``--resume`` is passed so an interrupted run continues from its last checkpoint.
+``--jobs N`` runs N at a time; ``--deadline-s S`` stops them all (checkpointed) after S seconds.
 
 A *variant* is a training recipe: ``recipes/<variant>.toml`` next to this file, whose
 ``[train]`` table holds `stn-jax train` options (the same keys as its flags; such a file also
@@ -25,8 +26,10 @@ Examples::
     # the headline at 512k images with the recipe chosen on validation (recipe_search.py)
     python -m experiments.paper.reproduce --tables rts --variants adam-tuned --steps 4000 \
         --batch-size 128 --tag 512k --headline-seeds 1 2 --only ... -- --eval-every 250
-    # full paper budget on an accelerator
-    python -m experiments.paper.reproduce --tables table1 tc addition --steps 150000 --batch-size 256
+    # full paper budget on an accelerator: several runs at a time keep it busy; stop (with a
+    # checkpoint each) after 3 hours, and the same command continues the stopped runs later
+    python -m experiments.paper.reproduce --tables table1 tc addition --steps 150000 --batch-size 256 \
+        --jobs 6 --deadline-s 10800
     # then build RESULTS.md
     python -m experiments.paper.summarize
 """
@@ -37,6 +40,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -181,33 +185,75 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("STN_JAX_MNIST_DIR"))
     parser.add_argument("--only", nargs="*", default=None, help="run names to restrict to")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (default 1; more keeps an accelerator busy with small models)")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="after this many seconds start no run and stop the running ones with a checkpoint "
+                             "(the same command continues them)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: passed to stn-jax train")
     args = parser.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]
     runs = plan(args.tables, args.seeds, args.variants, args.headline_seeds, args.extra_cells, args.tag)
     if args.only is not None:
         runs = [r for r in runs if r.name in args.only]
-    failures = []
-    for i, run in enumerate(runs):
-        done = (run.workdir / "results.json").exists()
-        cmd = command(run, args)
-        print(f"[{i + 1}/{len(runs)}] {run.table}/{run.name}: {'done, skipped' if done else ' '.join(cmd)}",
-              flush=True)
-        if done or args.dry_run:
-            continue
-        run.workdir.mkdir(parents=True, exist_ok=True)
-        start = time.time()
-        with open(run.workdir / "train.log", "w") as log:
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        print(f"    exit {code} after {time.time() - start:.0f} s", flush=True)
-        if code != 0:
-            failures.append(run.name)
-        else:
-            results = json.loads((run.workdir / "results.json").read_text())
-            print(f"    test error: {results.get('test_error')}", flush=True)
+    return execute(runs, args, jobs=args.jobs, deadline_s=args.deadline_s)
+
+
+def execute(runs: list[Run], args: argparse.Namespace, *, jobs: int = 1, deadline_s: float | None = None) -> int:
+    """Run `runs` in order, up to `jobs` at a time (on an accelerator one small run leaves the device
+    idle between its steps), each one a `stn-jax train` subprocess logging to its ``train.log``.
+
+    `deadline_s`: seconds from now after which no run starts, and the running ones get SIGTERM:
+    each saves a checkpoint and stops, so the same command continues them later. Returns 0 when
+    every run finished, 1 when one failed, 2 when the deadline stopped or skipped some."""
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}")
+    t0 = time.monotonic()
+    past_deadline = (lambda: False) if deadline_s is None else (lambda: time.monotonic() - t0 >= deadline_s)
+    pending = list(enumerate(runs))
+    running: dict[int, tuple[Run, subprocess.Popen, object, float]] = {}
+    failures, stopped = [], []
+    while pending or running:
+        while pending and len(running) < jobs and not past_deadline():
+            i, run = pending.pop(0)
+            done = (run.workdir / "results.json").exists()
+            cmd = command(run, args)
+            print(f"[{i + 1}/{len(runs)}] {run.table}/{run.name}: {'done, skipped' if done else ' '.join(cmd)}",
+                  flush=True)
+            if done or args.dry_run:
+                continue
+            run.workdir.mkdir(parents=True, exist_ok=True)
+            log = open(run.workdir / "train.log", "a")
+            running[i] = (run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log,
+                          time.monotonic())
+        if past_deadline():
+            stopped += [run.name for _, run in pending]
+            pending = []
+            for _, proc, _, _ in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+        for i, (run, proc, log, start) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            log.close()
+            del running[i]
+            print(f"    [{i + 1}] {run.name}: exit {code} after {time.monotonic() - start:.0f} s", flush=True)
+            if code == 0:
+                results = json.loads((run.workdir / "results.json").read_text())
+                print(f"    [{i + 1}] {run.name}: test error {results.get('test_error')}", flush=True)
+            elif past_deadline():
+                stopped.append(run.name)
+            else:
+                failures.append(run.name)
+        time.sleep(0.2 if running else 0)
     if failures:
         print(f"FAILED runs ({len(failures)}): {', '.join(failures)}", file=sys.stderr)
         return 1
+    if stopped:
+        print(f"stopped at the deadline ({len(stopped)}; the same command continues them): {', '.join(stopped)}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -9,10 +9,13 @@ import pytest
 
 from experiments.paper import summarize
 
+CPU = "1× cpu"
+
 
 def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, transform: str,
                seed: int, optimizer: str, error_pct: float, steps: int = 2000, batch: int = 64,
-               half_ratio: float = 2.0, architecture: str | None = None, recipe: str | None = None) -> None:
+               half_ratio: float = 2.0, architecture: str | None = None, recipe: str | None = None,
+               device_kind: str = "cpu") -> None:
     """One run directory; its validation error at half the budget is `half_ratio` x the final one.
     Its recipe is `recipe`, else ``adam`` or ``paper`` by `optimizer`."""
     run = root / table / name
@@ -23,7 +26,8 @@ def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, t
     if architecture is not None:
         config["architecture"] = architecture
     results = {"test_error_pct": error_pct, "test_error": error_pct / 100, "steps": steps,
-               "batch_size": batch, "devices": 1, "device_kind": "cpu", "wall_time_s": 120.0,
+               "batch_size": batch, "devices": 1, "device_kind": device_kind,
+               "platform": "cpu" if device_kind == "cpu" else "gpu", "machine": "x86_64", "cpu_count": 2, "wall_time_s": 120.0,
                "images_per_s": 1000.0, "data": {"is_sample": False}, "config": config}
     (run / "results.json").write_text(json.dumps(results))
     rows = [{"step": steps // 2, "split": "val", "error": half_ratio * error_pct / 100},
@@ -47,9 +51,9 @@ def runs(tmp_path, monkeypatch):
 def test_cells_group_seeds_and_recipes(runs):
     cells = summarize.group_cells(summarize.load_runs())
     budget = (2000, 64)
-    assert len(cells[("table1", "rts", "cnn", None, "adam", budget, "padded")]) == 3
-    assert len(cells[("table1", "rts", "st-cnn", "affine", "adam", budget, "padded")]) == 3
-    assert [r["seed"] for r in cells[("table1", "rts", "fcn", None, "paper", budget, "")]] == [0]
+    assert len(cells[("table1", "rts", "cnn", None, "adam", budget, "padded", CPU)]) == 3
+    assert len(cells[("table1", "rts", "st-cnn", "affine", "adam", budget, "padded", CPU)]) == 3
+    assert [r["seed"] for r in cells[("table1", "rts", "fcn", None, "paper", budget, "", CPU)]] == [0]
 
 
 def test_budgets_are_separate_cells_and_only_converged_pairs_make_the_headline(runs):
@@ -58,8 +62,8 @@ def test_budgets_are_separate_cells_and_only_converged_pairs_make_the_headline(r
                    seed=0, optimizer="adam", error_pct=err, steps=8000, batch=256, half_ratio=1.02,
                    architecture="paper")
     cells = summarize.group_cells(summarize.load_runs())
-    assert len(cells[("table1", "rts", "cnn", None, "adam", (8000, 256), "paper")]) == 1
-    assert len(cells[("table1", "rts", "cnn", None, "adam", (2000, 64), "padded")]) == 3
+    assert len(cells[("table1", "rts", "cnn", None, "adam", (8000, 256), "paper", CPU)]) == 1
+    assert len(cells[("table1", "rts", "cnn", None, "adam", (2000, 64), "padded", CPU)]) == 3
     text = summarize.build()
     headline = text.split("## Headline")[1].split("\n## ")[0]
     assert ("| Table 1 RTS | adam | 3.00 (3.00) | 2.00 (2.00) | -1.00 | 0.8 / 0.5 | 8,000 × 256 / 8,000 × 256 | 0 / 0 |"
@@ -88,7 +92,7 @@ def test_headline_row_has_seeds_and_the_papers_pair(runs):
                        architecture="paper")
     text = summarize.build()
     assert ("| Table 1 RTS | adam | 7.00 ± 1.00 (n=3) (6.00, 7.00, 8.00) | 4.00 ± 1.00 (n=3) (4.00, 5.00, 3.00) "
-            "| -3.00 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 | 0,1,2 / 0,1,2 |") in text
+            "| -3.00 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 | 0,1,2 / 0,1,2 | 1× cpu |") in text
 
 
 def test_headline_pairs_each_models_converged_cell_at_its_own_budget(runs):
@@ -105,7 +109,7 @@ def test_headline_pairs_each_models_converged_cell_at_its_own_budget(runs):
     headline = summarize.build().split("## Headline")[1].split("\n## ")[0]
     rows = [line for line in headline.splitlines() if line.startswith("| Table 1")]
     assert rows == ["| Table 1 RTS | adam | 2.10 ± 0.10 (n=3) (2.00, 2.10, 2.20) | 1.50 ± 0.00 (n=3) (1.50, 1.50, 1.50) "
-                    "| -0.60 | 0.8 / 0.5 | 4,000 × 256 / 8,000 × 256 | 0,1,2 / 0,1,2 |"]
+                    "| -0.60 | 0.8 / 0.5 | 4,000 × 256 / 8,000 × 256 | 0,1,2 / 0,1,2 | 1× cpu |"]
     readme = summarize.readme_section(summarize.group_cells(summarize.load_runs()))
     assert readme.count(summarize.HEADLINE_HEADER[0]) == 1 and rows[0] in readme
 
@@ -125,7 +129,7 @@ def test_headline_pairs_an_st_recipe_with_the_cnn_recipe_it_is_compared_with(run
     headline = summarize.build().split("## Headline")[1].split("\n## ")[0]
     rows = [line for line in headline.splitlines() if line.startswith("| Table 1")]
     assert rows == ["| Table 1 RTS | adam / adam-border | 2.00 ± 0.00 (n=3) (2.00, 2.00, 2.00) | 1.00 ± 0.00 (n=3) "
-                    "(1.00, 1.00, 1.00) | -1.00 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 | 0,1,2 / 0,1,2 |"]
+                    "(1.00, 1.00, 1.00) | -1.00 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 | 0,1,2 / 0,1,2 | 1× cpu |"]
 
 
 def test_convergence_rule(runs):
@@ -161,7 +165,7 @@ def test_convergence_across_budgets_compares_final_validation_errors(runs):
     assert not summarize.converged_within_run(long0)                   # 2x over its second half
     assert summarize.converged_across_budgets(long0) and summarize.converged(long0)   # 2.00 -> 1.95: 2.5%
     assert not summarize.converged_across_budgets(long1) and not summarize.converged(long1)  # 2.00 -> 1.60: 20%
-    cell = summarize.group_cells(list(by_name.values()))[("table1", "rts", "cnn", None, "adam", (8000, 128), "paper")]
+    cell = summarize.group_cells(list(by_name.values()))[("table1", "rts", "cnn", None, "adam", (8000, 128), "paper", CPU)]
     assert summarize._convergence_flag(cell) == "no (after 0.51M images: 2.00 → 1.77)"
     assert summarize._convergence_flag([long0]) == "yes (after 0.51M images: 2.00 → 1.95)"
     # The shorter run below 500k images may be the reference, but a long run needs 500k itself.
@@ -191,9 +195,9 @@ def test_fcn_width_runs_are_their_own_cells(runs):
     _write_run(runs, "table1", "rts-fcn-s0-adam", dataset="rts", model="fcn", transform="affine",
                seed=0, optimizer="adam", error_pct=9.0)
     cells = summarize.group_cells(summarize.load_runs())
-    assert [r["name"] for r in cells[("table1", "rts", "fcn", None, "adam", (2000, 64), "width 1024")]] == \
+    assert [r["name"] for r in cells[("table1", "rts", "fcn", None, "adam", (2000, 64), "width 1024", CPU)]] == \
         ["rts-fcn-s0-adam-w1024"]
-    assert [r["name"] for r in cells[("table1", "rts", "fcn", None, "adam", (2000, 64), "")]] == ["rts-fcn-s0-adam"]
+    assert [r["name"] for r in cells[("table1", "rts", "fcn", None, "adam", (2000, 64), "", CPU)]] == ["rts-fcn-s0-adam"]
     text = summarize.build()
     assert "| RTS | FCN (2×1024) | adam | 4.00 |" in text and "| RTS | FCN | adam | 9.00 |" in text
 
@@ -226,3 +230,20 @@ def test_recipe_of_config():
     assert summarize.recipe_of({"optimizer": "sgd", "lr": 0.1}) == "custom"
     for name in summarize._RECIPES:
         assert summarize.recipe_of(summarize.recipe_settings(name)) == name
+
+def test_runs_on_another_device_are_their_own_cells_and_headline_rows(runs):
+    for seed, (cnn, st) in enumerate([(2.0, 1.0), (2.2, 1.1), (2.4, 0.9)]):
+        for model, transform, err in (("cnn", None, cnn), ("st-cnn", "affine", st)):
+            name = f"rts-{model}{'-affine' if transform else ''}-s{seed}-adam-h200"
+            _write_run(runs, "table1", name, dataset="rts", model=model, transform=transform or "affine",
+                       seed=seed, optimizer="adam", error_pct=err, half_ratio=1.0, device_kind="NVIDIA H200",
+                       steps=8000)
+    all_runs = summarize.load_runs()
+    cells = summarize.group_cells(all_runs)
+    budget = (2000, 64)
+    assert len(cells[("table1", "rts", "cnn", None, "adam", budget, "padded", CPU)]) == 3
+    gpu = cells[("table1", "rts", "cnn", None, "adam", (8000, 64), "padded", "1× NVIDIA H200")]
+    assert [r["seed"] for r in gpu] == [0, 1, 2]
+    rows = [line for line in summarize.headline(cells) if line.startswith("| Table 1 RTS")]
+    assert len(rows) == 1 and rows[0].endswith("| 1× NVIDIA H200 |")  # the CPU cells never converged
+    assert "2-core x86_64 with 1× NVIDIA H200" in summarize.build(all_runs)

@@ -103,6 +103,11 @@ def _not_improved(before: float, end: float, n: int) -> bool:
     return before - end < _tolerance(before, end, n)
 
 
+def device_of(results: dict) -> str:
+    """What a run trained on, e.g. ``1× cpu`` or ``1× NVIDIA H200`` (devices × jax's device kind)."""
+    return f"{results.get('devices')}× {results.get('device_kind')}"
+
+
 def images_seen(run: dict) -> int:
     return run["results"]["steps"] * run["results"]["batch_size"]
 
@@ -165,7 +170,7 @@ def load_runs() -> list[dict]:
                      "dataset": cfg["dataset"], "model": cfg["model"], "transform": transform,
                      "recipe": recipe, "architecture": architecture_of(cfg),
                      "seed": cfg["seed"], "budget": (r["steps"], r["batch_size"]),
-                     "results": r})
+                     "device": device_of(r), "results": r})
     link_half_budget_runs(runs)
     return runs
 
@@ -229,7 +234,8 @@ def _label(model: str, transform: str | None, architecture: str = "") -> str:
 RECIPES = {name: recipe.description for name, recipe in _RECIPES.items()}  # from experiments/paper/recipes/*.toml
 HEADLINE = (("rts", "Table 1 RTS"), ("tc", "TC"))
 HEADLINE_HEADER = ("| dataset | recipe (CNN / ST-CNN) | CNN | ST-CNN (affine) | ST − CNN | paper CNN / ST-CNN "
-                   "| steps × batch (CNN / ST-CNN) | seeds (CNN / ST-CNN) |", "|---|---|---|---|---|---|---|---|")
+                   "| steps × batch (CNN / ST-CNN) | seeds (CNN / ST-CNN) | device |",
+                   "|---|---|---|---|---|---|---|---|---|")
 DATASET_ORDER = (*paper.TABLE1_DATASETS, "tc", "addition")  # the paper's column order
 CNN_RECIPE = {"adam-border": "adam", "adam-fullres": "adam", "adam-nopen": "adam",
               "adam-tuned-fullres": "adam-tuned", "adam-tuned-loc01": "adam-tuned",
@@ -247,20 +253,22 @@ def cnn_recipe(recipe: str) -> str:
 
 
 def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """(table, dataset, model, transform, recipe, (steps, batch), architecture) -> the runs (one per seed)."""
+    """(table, dataset, model, transform, recipe, (steps, batch), architecture, device) -> the runs (one
+    per seed). Runs on different devices are different cells: their seeds are separate trainings."""
     cells: dict[tuple, list[dict]] = collections.defaultdict(list)
     for run in runs:
         key = (run["table"], run["dataset"], run["model"], run["transform"], run["recipe"], run["budget"],
-               run.get("architecture", ""))
+               run.get("architecture", ""), run.get("device", device_of(run["results"])))
         cells[key].append(run)
     return cells
 
 
 def _headline_cell(cells: dict[tuple, list[dict]], table: str, ds: str, model: str, transform: str | None,
-                   recipe: str, arch: str) -> tuple[tuple[int, int], list[dict]] | None:
-    """The converged cell of one model that the headline shows: most seeds first, then most images."""
+                   recipe: str, arch: str, device: str) -> tuple[tuple[int, int], list[dict]] | None:
+    """The converged cell of one model on one device that the headline shows: most seeds first, then
+    most images."""
     candidates = [(key[5], group) for key, group in cells.items()
-                  if key[:5] == (table, ds, model, transform, recipe) and key[6] == arch
+                  if key[:5] == (table, ds, model, transform, recipe) and key[6:] == (arch, device)
                   and cell_converged(group)]
     if not candidates:
         return None
@@ -274,12 +282,12 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
     seeds, then most images): a converged error no longer depends on the budget, and the two models
     converge at different budgets."""
     rows = []
-    pairs = sorted({(key[0], key[1], key[4], key[6]) for key in cells
+    pairs = sorted({(key[0], key[1], key[4], key[6], key[7]) for key in cells
                     if key[1] in dict(HEADLINE) and key[2:4] == ("st-cnn", "affine")},
-                   key=lambda p: (p[1] != "rts", p[2], p[3]))
-    for table, ds, recipe, arch in pairs:
-        st = _headline_cell(cells, table, ds, "st-cnn", "affine", recipe, arch)
-        cnn = _headline_cell(cells, table, ds, "cnn", None, cnn_recipe(recipe), arch)
+                   key=lambda p: (p[1] != "rts", p[2], p[3], p[4]))
+    for table, ds, recipe, arch, device in pairs:
+        st = _headline_cell(cells, table, ds, "st-cnn", "affine", recipe, arch, device)
+        cnn = _headline_cell(cells, table, ds, "cnn", None, cnn_recipe(recipe), arch, device)
         if st is None or cnn is None:
             continue
         values, means, seeds = {}, {}, []
@@ -294,7 +302,7 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
         recipes = recipe if cnn_recipe(recipe) == recipe else f"{cnn_recipe(recipe)} / {recipe}"
         rows.append(f"| {dict(HEADLINE)[ds]} | {recipes} | {values['CNN'][0]} | {values['ST-CNN'][0]} | "
                     f"{means['ST-CNN'] - means['CNN']:+.2f} | {values['CNN'][1]} / {values['ST-CNN'][1]} | "
-                    f"{budgets} | {' / '.join(seeds)} |")
+                    f"{budgets} | {' / '.join(seeds)} | {device} |")
     if not rows:
         return ["## Headline: ST-CNN vs CNN (RTS and TC)", "",
                 "No converged pair of CNN and ST-CNN cells is committed yet (convergence rule below); the "
@@ -361,7 +369,7 @@ def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[st
     keys = sorted((k for k in cells if k[0] == table),
                   key=lambda k: (DATASET_ORDER.index(k[1]) if k[1] in DATASET_ORDER else len(DATASET_ORDER),
                                  ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
-                                 str(k[3]), k[6], k[5], k[4]))
+                                 str(k[3]), k[6], k[7], k[5], k[4]))
     if not keys:
         return []
     out = [f"{level} {TABLE_TITLES[table]}", "",
@@ -369,16 +377,14 @@ def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[st
            "steps × batch (images) | seeds | device | train time / run | images/s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key in keys:
-        _, ds, model, transform, recipe, _, arch = key
+        _, ds, model, transform, recipe, _, arch, device = key
         group = cells[key]
         errs = [g["results"]["test_error_pct"] for g in group]
         ref = paper.paper_error(ds, model, transform)
         gap = f"{statistics.mean(errs) - ref:+.2f}" if ref is not None else "–"
-        r0 = group[0]["results"]
         budgets = sorted({(g["results"]["steps"], g["results"]["batch_size"]) for g in group})
         budget = ", ".join(f"{s:,} × {b} ({s * b / 1e6:.2f}M)" for s, b in budgets)
         seeds = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"]))
-        device = f"{r0.get('devices')}× {r0.get('device_kind')}"
         t = statistics.mean(g["results"].get("wall_time_s") or 0 for g in group)
         ips = [g["results"].get("images_per_s") for g in group if g["results"].get("images_per_s")]
         sample = " (SAMPLE data)" if any(g["results"].get("data", {}).get("is_sample") for g in group) else ""
@@ -390,11 +396,16 @@ def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[st
     return [*out, ""]
 
 
+def _machine(results: dict) -> str:
+    """"2-core x86_64", or "16-core x86_64 with 1× NVIDIA H200" for a run on an accelerator."""
+    host = f"{results.get('cpu_count')}-core {results.get('machine')}"
+    return host if results.get("platform", "cpu") == "cpu" else f"{host} with {device_of(results)}"
+
+
 def _machine_and_dates(runs: list[dict]) -> str:
     """", on a 2-core x86_64 machine, runs dated 2026-11-22 to 2026-12-02 (UTC)": the machines
     the runs report and the dates of their last ``metrics.jsonl`` records."""
-    machines = sorted({f"{r['results'].get('cpu_count')}-core {r['results'].get('machine')}" for r in runs
-                       if r["results"].get("machine")})
+    machines = sorted({_machine(r["results"]) for r in runs if r["results"].get("machine")})
     dates = []
     for run in runs:
         times = [row["time"] for split in ("train", "val", "test") for row in read_metrics(run["dir"], split)
@@ -418,13 +429,13 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
     for key, group in sorted(cells.items(), key=lambda kv: (DATASET_ORDER.index(kv[0][1]), kv[0][2], kv[0][5])):
         if not cell_converged(group):
             continue
-        _, ds, model, transform, recipe, (steps, batch), arch = key
+        _, ds, model, transform, recipe, (steps, batch), arch, device = key
         errs = [g["results"]["test_error_pct"] for g in group]
         ref = paper.paper_error(ds, model, transform)
         gap = f"{statistics.mean(errs) - ref:+.2f}" if ref is not None else "–"
         converged_rows.append(f"| {ds.upper()} | {_label(model, transform, arch)} | {recipe} | {_fmt_err(errs)} | "
                               f"{ref if ref is not None else '–'} | {gap} | {steps:,} × {batch} | "
-                              f"{group[0]['results'].get('device_kind')} |")
+                              f"{device} |")
     text = ["Reproduction of the paper's tables with our engine (`experiments/paper/reproduce.py`, summarised by",
             "`experiments/paper/summarize.py` into [RESULTS.md](RESULTS.md), which has every cell, the paper's number,",
             "the gap, budgets, the convergence rule and commands). Only *converged* cells are shown here.", ""]

@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= $(firstword $(wildcard ../shared/data/mnist))
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test demo docs lint clean gpu-check
+.PHONY: setup test demo docs lint clean gpu-check headline-accelerator
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ GPU_CHECK_EXTRA ?=
 GPU_CHECK_ARGS ?=
 gpu-check: setup $(if $(GPU_CHECK_EXTRA),$(VENV)/.installed-$(GPU_CHECK_EXTRA))
 	$(PY) -m experiments.benchmarks.gpu_check $(if $(MNIST_DIR),--data-dir $(MNIST_DIR)) $(GPU_CHECK_ARGS)
+
+# The headline cells (RTS and TC, CNN vs ST-CNN, 3 seeds) on an accelerator, several runs at a time,
+# stopped with checkpoints after HEADLINE_S seconds (experiments/paper/headline_accelerator.sh); the
+# same command continues them. Then `python -m experiments.paper.summarize` rebuilds RESULTS.md.
+HEADLINE_S ?= 540
+headline-accelerator: setup $(if $(GPU_CHECK_EXTRA),$(VENV)/.installed-$(GPU_CHECK_EXTRA))
+	PYTHON=$(PY) experiments/paper/headline_accelerator.sh $(HEADLINE_S) $(or $(MNIST_DIR),../shared/data/mnist)
 
 docs: $(VENV)/.installed-docs
 	rm -rf docs/generated build/docs

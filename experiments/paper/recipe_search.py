@@ -32,6 +32,9 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "adam-lr3e-3-warm-loc1": ("adam", ["--lr", "0.003", "--warmup-steps", "200", "--loc-lr-mult", "1.0"]),
     "adam-lr1e-2-warm": ("adam", ["--lr", "0.01", "--warmup-steps", "200"]),
     "adam-lr1e-2-warm-loc1": ("adam", ["--lr", "0.01", "--warmup-steps", "200", "--loc-lr-mult", "1.0"]),
+    "adam-lr3e-4": ("adam", ["--lr", "0.0003"]),
+    "adam-lr1e-4": ("adam", ["--lr", "0.0001"]),
+    "paper": ("paper", []),
 }
 """Candidate name -> (base recipe, `stn-jax train` overrides of that recipe)."""
 

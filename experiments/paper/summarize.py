@@ -360,7 +360,11 @@ def build(runs: list[dict] | None = None) -> str:
                 "(checked: `rts-fcn-s0-adam` re-ran to the identical 34.19 %).",
                 "- Reproduce a table: `python -m experiments.paper.reproduce --tables rts tc --steps N --batch-size B "
                 "[--headline-seeds 1 2]`, then `python -m experiments.paper.summarize`. Recipes: "
-                "`experiments/paper/recipes/<recipe>.toml`.", ""]
+                "`experiments/paper/recipes/<recipe>.toml`.",
+                "- On an accelerator, `make headline-accelerator HEADLINE_S=<seconds>` trains the headline cells "
+                "(RTS at 4M images, TC at 2M and 1M, 3 seeds each, six runs at a time) until that deadline; the "
+                "same command continues runs the deadline stopped. Its runs end in `-acc` and form their own "
+                "cells (column *device*).", ""]
     return "\n".join(out)
 
 

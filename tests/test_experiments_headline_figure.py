@@ -10,15 +10,16 @@ from experiments.paper import summarize
 
 
 def _run(root: Path, name: str, *, model: str, seed: int, val: list[float], test: float,
-         recipe: str = "adam") -> None:
-    """A finished run of 1,000 x 128 on RTS with validation errors `val` (fractions), evenly spaced."""
+         recipe: str = "adam", steps: int = 1000, device_kind: str = "cpu") -> None:
+    """A finished run of `steps` x 128 on RTS with validation errors `val` (fractions), evenly spaced."""
     run = root / "table1" / name
     run.mkdir(parents=True)
     config = {"dataset": "rts", "model": model, "transform": "affine", "seed": seed, "architecture": "paper",
-              **summarize.recipe_settings(recipe), "steps": 1000, "batch_size": 128}
+              **summarize.recipe_settings(recipe), "steps": steps, "batch_size": 128}
     (run / "results.json").write_text(json.dumps({
-        "test_error_pct": test, "steps": 1000, "batch_size": 128, "config": config, "device_kind": "cpu"}))
-    rows = [{"step": 1000 * (i + 1) // len(val), "split": "val", "error": e} for i, e in enumerate(val)]
+        "test_error_pct": test, "steps": steps, "batch_size": 128, "config": config, "devices": 1,
+        "device_kind": device_kind}))
+    rows = [{"step": steps * (i + 1) // len(val), "split": "val", "error": e} for i, e in enumerate(val)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -63,3 +64,21 @@ def test_a_dataset_without_runs_gets_a_blank_panel_that_says_so(tmp_path, monkey
     tc = fig.axes[1]
     assert not tc.get_lines() and not tc.axison
     assert [t.get_text() for t in tc.texts] == ["TC: no runs with this recipe yet"]
+
+
+def test_the_largest_budgets_of_one_device_are_drawn_largest_solid(tmp_path, monkeypatch):
+    monkeypatch.setattr(summarize, "RUNS_DIR", tmp_path)
+    for steps in (1000, 2000, 4000, 8000):
+        _run(tmp_path, f"rts-st-cnn-affine-s0-{steps}", model="st-cnn", seed=0, val=[0.1, 0.05], test=8000 / steps,
+             steps=steps)
+    _run(tmp_path, "rts-st-cnn-affine-s0-gpu", model="st-cnn", seed=0, val=[0.1, 0.05], test=0.1, steps=16000,
+         device_kind="NVIDIA H200")
+    fig = headline_figure.draw(summarize.group_cells(summarize.load_runs()), recipe="adam", architecture="paper")
+    curves = [line for line in fig.axes[0].get_lines() if len(line.get_xdata()) == 2 and line.get_linestyle() != "-."]
+    assert [(int(c.get_xdata()[-1]) // 128, c.get_linestyle()) for c in curves] == [
+        (8000, "-"), (4000, "--"), (2000, ":")]                     # the smallest budget and the GPU run left out
+    assert "1× cpu" in fig._suptitle.get_text()
+    gpu = headline_figure.draw(summarize.group_cells(summarize.load_runs()), recipe="adam", architecture="paper",
+                               device="1× NVIDIA H200")
+    markers = [line for line in gpu.axes[0].get_lines() if line.get_marker() == "o"]
+    assert [float(m.get_ydata()[0]) for m in markers] == [0.1]

@@ -113,3 +113,17 @@ def test_train_batch_under_sharded_jit(mnist):
     np.testing.assert_allclose(np.asarray(x), np.asarray(x0), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(y0))
     assert len(x.sharding.device_set) == 4
+
+
+def test_train_config_distortion_reaches_every_split(mnist, monkeypatch):
+    """``TrainConfig.distortion`` replaces the paper's parameters for training, validation and test data."""
+    from stn_jax.train import TrainConfig, inputs
+
+    monkeypatch.setattr(inputs.data, "load_mnist", lambda *a, **k: mnist)
+    config = TrainConfig(dataset="rts", data_source="sample", distortion="max_angle=0,scale_range=1:1,translate=false")
+    dataset, _ = inputs.load_dataset(config.validate())
+    assert dataset.distortion == D.get_distortion("rts", max_angle=0.0, scale_range=(1.0, 1.0), translate=False)
+    with pytest.raises(ValueError, match="unknown distortion option 'sigma' for dataset 'rts'"):
+        TrainConfig(dataset="rts", distortion="sigma=3").validate()
+    with pytest.raises(TypeError, match="distortion must be a string"):
+        TrainConfig(dataset="rts", distortion={"sigma": 3}).validate()

@@ -93,3 +93,35 @@ def test_paste_matches_numpy_placement(method):
         np.testing.assert_array_equal(np.asarray(fn(patch, jnp.array([top, left]))), want[10:17, 10:17])
     with pytest.raises(ValueError, match="method"):
         D.paste(patch, jnp.array([0, 0]), 7, method="scatter")
+
+
+def test_parse_overrides_converts_each_value_to_its_fields_type():
+    assert D.parse_overrides("p", "") == {} and D.parse_overrides("p", " , ") == {}
+    assert D.parse_overrides("p", "sigma=3") == {"sigma": 3.0}
+    got = D.parse_overrides("rts", "max_angle=30, scale_range=0.8:1.2, canvas=50, translate=false")
+    assert got == {"max_angle": 30.0, "scale_range": (0.8, 1.2), "canvas": 50, "translate": False}
+    assert type(got["canvas"]) is int and type(got["scale_range"][0]) is float
+    assert D.parse_overrides("e", "control_grid=3:5") == {"control_grid": (3, 5)}
+    assert D.get_distortion("rts", **got).scale_range == (0.8, 1.2)
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("p", "sigma", "must be key=value"),
+    ("p", "max_angle=3", r"unknown distortion option 'max_angle' for dataset 'p'; valid: \['min_corner_ratio'"),
+    ("p", "sigma=abc", r"sigma='abc': expected a non-negative float"),
+    ("p", "sigma=-1", "expected a non-negative float"),
+    ("p", "sigma=nan", "expected a non-negative float"),
+    ("rts", "canvas=42.5", "expected a non-negative int"),
+    ("rts", "scale_range=0.8", "expected a range lo:hi of floats, e.g. 0.7:1.2"),
+    ("rts", "scale_range=1.2:0.8", "expected lo <= hi"),
+    ("rts", "translate=maybe", "expected true or false"),
+    ("svhn", "sigma=1", "unknown dataset 'svhn'"),
+])
+def test_parse_overrides_rejects_bad_text(name, text, match):
+    with pytest.raises(ValueError, match=match):
+        D.parse_overrides(name, text)
+
+
+def test_parse_overrides_reads_bracketed_ranges_and_dashed_keys():
+    assert D.parse_overrides("rts", "scale_range=[0.8,1.1],max-angle=10,") == {
+        "scale_range": (0.8, 1.1), "max_angle": 10.0}

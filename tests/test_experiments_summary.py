@@ -15,14 +15,14 @@ CPU = "1× cpu"
 def _write_run(root: Path, table: str, name: str, *, dataset: str, model: str, transform: str,
                seed: int, optimizer: str, error_pct: float, steps: int = 2000, batch: int = 64,
                half_ratio: float = 2.0, architecture: str | None = None, recipe: str | None = None,
-               device_kind: str = "cpu") -> None:
+               device_kind: str = "cpu", distortion: str = "") -> None:
     """One run directory; its validation error at half the budget is `half_ratio` x the final one.
     Its recipe is `recipe`, else ``adam`` or ``paper`` by `optimizer`."""
     run = root / table / name
     run.mkdir(parents=True)
     config = {"dataset": dataset, "model": model, "transform": transform, "seed": seed,
               **summarize.recipe_settings(recipe or ("adam" if optimizer == "adam" else "paper")),
-              "steps": steps, "batch_size": batch}
+              "steps": steps, "batch_size": batch, "distortion": distortion}
     if architecture is not None:
         config["architecture"] = architecture
     results = {"test_error_pct": error_pct, "test_error": error_pct / 100, "steps": steps,
@@ -247,3 +247,22 @@ def test_runs_on_another_device_are_their_own_cells_and_headline_rows(runs):
     rows = [line for line in summarize.headline(cells) if line.startswith("| Table 1 RTS")]
     assert len(rows) == 1 and rows[0].endswith("| 1× NVIDIA H200 |")  # the CPU cells never converged
     assert "2-core x86_64 with 1× NVIDIA H200" in summarize.build(all_runs)
+
+
+def test_distortion_studies_are_listed_apart_from_the_cells(runs):
+    for steps, err in ((4000, 5.0), (8000, 4.9)):
+        _write_run(runs, "table1", f"p-fcn-s0-sigma3-{steps}", dataset="p", model="fcn", transform="affine", seed=0,
+                   optimizer="adam", error_pct=err, steps=steps, batch=128, distortion="sigma=3")
+    _write_run(runs, "table1", "p-fcn-s0-4000", dataset="p", model="fcn", transform="affine", seed=0,
+               optimizer="adam", error_pct=9.0, steps=4000, batch=128)
+    all_runs = summarize.load_runs()
+    long = next(r for r in all_runs if r["name"] == "p-fcn-s0-sigma3-8000")
+    assert long["half_budget_run"]["name"] == "p-fcn-s0-sigma3-4000"   # never the paper-distortion run
+    text = summarize.build(all_runs)
+    studies = text.split("## Distortion studies")[1]
+    rows = [line for line in studies.splitlines() if line.startswith("| P ")]
+    assert rows == [
+        "| P | FCN | `sigma=3` | adam | 5.00 | 10.0 → 5.0 | no | 4,000 × 128 (0.51M) | 1× cpu | `table1/p-fcn-s0-sigma3-4000` |",
+        "| P | FCN | `sigma=3` | adam | 4.90 | 9.8 → 4.9 | yes | 8,000 × 128 (1.02M) | 1× cpu | `table1/p-fcn-s0-sigma3-8000` |"]
+    cells = text.split("## Distortion studies")[0]
+    assert "sigma" not in cells and "| P | FCN | adam | 9.00 |" in cells

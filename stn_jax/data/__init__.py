@@ -18,7 +18,7 @@ from stn_jax.data.datasets import VALIDATION_SEED
 from stn_jax.data.datasets import DistortedDataset
 from stn_jax.data.datasets import generate_set
 from stn_jax.data.datasets import make_dataset
-from stn_jax.data.distortions import get_distortion
+from stn_jax.data.distortions import get_distortion, parse_overrides as parse_distortion_overrides
 from stn_jax.data.download import DownloadError
 from stn_jax.data.download import download_mnist
 from stn_jax.data.idx import IDXError
@@ -42,6 +42,7 @@ __all__ = [
     "generate_set",
     "make_dataset",
     "get_distortion",
+    "parse_distortion_overrides",
     "DownloadError",
     "download_mnist",
     "IDXError",

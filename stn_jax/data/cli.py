@@ -13,21 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator
 
-from stn_jax.data import datasets, preview, sources, tfds_mnist
+from stn_jax.data import datasets, distortions, preview, sources, tfds_mnist
 
 
-def _parse_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
+def _parse_option(text: str) -> str:
+    """One ``--option NAME=VALUE`` (converted to the field's type by ``distortions.parse_overrides``)."""
+    key, sep, _ = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.replace("-", "_"), parsed
+    return text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", default=None, help="PNG path of a grid of samples with their labels")
     p.add_argument("--export", default=None, help=".npz path: images float32 (N,H,W,C), labels int32, metadata")
     p.add_argument("--option", action="append", type=_parse_option, default=[], metavar="NAME=VALUE",
-                   help="distortion parameter override, e.g. max_angle=30 or scale_range=[0.8,1.1] (repeatable)")
+                   help="distortion parameter override, e.g. max_angle=30 or scale_range=0.8:1.1 (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -76,13 +72,14 @@ def _prepare_tfds(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.dataset is None and not args.prepare_tfds:
         raise ValueError("one of --dataset or --prepare-tfds is required")
+    overrides = distortions.parse_overrides(args.dataset, ",".join(args.option)) if args.dataset else {}
     if args.prepare_tfds:
         _prepare_tfds(args)
         if args.dataset is None:
             return 0
     mnist = sources.load_mnist(args.mnist_source, data_dir=args.data_dir, cache_dir=args.cache_dir,
                                tfds_dir=args.tfds_dir, verify_md5=not args.no_md5)
-    ds = datasets.make_dataset(args.dataset, mnist, **dict(args.option))
+    ds = datasets.make_dataset(args.dataset, mnist, **overrides)
     if args.split == "test":
         images, labels = ds.test_set()
     elif args.split == "validation":

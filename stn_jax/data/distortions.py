@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -323,6 +325,62 @@ def get_distortion(name: str, **overrides) -> Distortion:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for dataset {name!r}; valid: {sorted(fields)}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return cls(**overrides)
+
+
+def parse_overrides(name: str, text: str) -> dict[str, float | int | bool | tuple]:
+    """Distortion parameters of dataset `name` from text such as ``"sigma=3"`` or
+    ``"scale_range=0.8:1.2,max_angle=30"``: comma-separated ``key=value`` pairs, each key a field of
+    the dataset's distortion class, each value converted to that field's type (a number, ``true`` /
+    ``false``, or a pair written ``lo:hi`` or ``[lo,hi]``). Empty text gives ``{}`` (the paper's
+    parameters). ``stn-jax train --distortion`` and ``stn-jax data --option`` read their text with it.
+
+    Raises:
+      ValueError: unknown dataset or key, a pair without ``=``, or a value that is not of the
+        field's type, negative or not finite, or a range with lo > hi (the message names the key
+        and what was expected).
+    """
+    if name not in DISTORTIONS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {tuple(DISTORTIONS)}")
+    defaults = {f.name: f.default for f in dataclasses.fields(DISTORTIONS[name])}
+    out: dict[str, float | int | bool | tuple] = {}
+    text = text.strip(" ,")
+    for item in (part.strip() for part in re.split(r",(?=\s*[A-Za-z_][\w-]*\s*=)", text) if text):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        key = key.replace("-", "_")
+        if not sep:
+            raise ValueError(f"distortion option {item!r} must be key=value, e.g. sigma=3")
+        if key not in defaults:
+            raise ValueError(f"unknown distortion option {key!r} for dataset {name!r}; valid: {sorted(defaults)}")
+        out[key] = _convert_override(key, value, defaults[key])
+    return out
+
+
+def _convert_override(key: str, text: str, default: Any) -> float | int | bool | tuple:
+    """`text` as a value of the type of `default` (see :func:`parse_overrides`)."""
+    if isinstance(default, bool):
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError(f"distortion option {key}={text!r}: expected true or false")
+    if isinstance(default, tuple):
+        parts = re.split(r"[:,]", text.strip("[]() "))
+        expected = f"a range lo:hi of {type(default[0]).__name__}s, e.g. " + ":".join(str(d) for d in default)
+        if len(parts) != len(default):
+            raise ValueError(f"distortion option {key}={text!r}: expected {expected}")
+        values = tuple(_number(key, part, type(d), expected) for part, d in zip(parts, default, strict=True))
+        if values[0] > values[-1]:
+            raise ValueError(f"distortion option {key}={text!r}: expected lo <= hi")
+        return values
+    return _number(key, text, type(default), f"a non-negative {type(default).__name__}, e.g. {default}")
+
+
+def _number(key: str, text: str, kind: type, expected: str) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"distortion option {key}={text!r}: expected {expected}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"distortion option {key}={text!r}: expected {expected}")
+    return value
 
 
 def distort_batch(distortion: Distortion, key: jax.Array, digits: jax.Array) -> jax.Array:

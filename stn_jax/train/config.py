@@ -13,7 +13,7 @@ import pathlib
 import tomllib
 from typing import Any
 
-from stn_jax.data import DATASETS
+from stn_jax.data import DATASETS, parse_distortion_overrides
 from stn_jax.data.sources import SOURCES as MNIST_SOURCES
 from stn_jax.models import ARCHITECTURES, CONV_IMPLS
 from stn_jax.models import MODEL_NAMES as MODELS
@@ -73,6 +73,7 @@ class TrainConfig:
     data_dir: str | None = _opt(None, "Directory holding the four MNIST IDX files (implies data_source='idx' when source is auto).")
     validation_size: int | None = _opt(None, 'Training digits held out for validation curves (default: the data layer\'s, 5,000 for full MNIST, 10% of smaller sources).')
     fixed_train: bool = _opt(False, 'Draw training batches from a fixed pre-generated set instead of fresh distortions.')
+    distortion: str = _opt("", "Distortion parameters replacing the paper's for this dataset (training, validation and test data alike): comma-separated key=value pairs of the dataset's stn_jax.data.distortions fields, a range written lo:hi, e.g. 'sigma=3' (P) or 'max_angle=30,scale_range=0.8:1.2' (RTS). Empty: the paper's.")
     # optimisation
     steps: int = _opt(150_000, 'Number of optimisation steps.')
     batch_size: int = _opt(256, 'Global batch size (summed over all devices and hosts); must divide by the device count.')
@@ -121,6 +122,10 @@ class TrainConfig:
                 options["pool"] = self.st_pool
         return options
 
+    def distortion_overrides(self) -> dict[str, Any]:
+        """``distortion`` as keyword overrides of :func:`stn_jax.data.make_dataset` (ValueError if invalid)."""
+        return parse_distortion_overrides(self.dataset, self.distortion)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -145,6 +150,9 @@ class TrainConfig:
         """Check every option; returns self, raises ValueError naming the problem."""
         for name, choices in CHOICES.items():
             _choice(name, getattr(self, name), choices)
+        if not isinstance(self.distortion, str):
+            raise TypeError(f"distortion must be a string of key=value pairs, got {type(self.distortion).__name__}")
+        self.distortion_overrides()
         if self.model == "2st-fcn" and self.dataset != "addition":
             raise ValueError(f"model '2st-fcn' needs dataset 'addition' (two input channels), got '{self.dataset}'")
         for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every",

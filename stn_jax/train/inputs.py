@@ -23,8 +23,8 @@ def load_dataset(config: TrainConfig, *, data_dir: str | None = None) -> tuple[d
     """The distorted-MNIST dataset of `config` and the MNIST digits it was built from.
 
     Args:
-      config: reads ``dataset``, ``data_source``, ``data_dir``, ``seed``, ``validation_size``
-        and ``fixed_train``.
+      config: reads ``dataset``, ``data_source``, ``data_dir``, ``seed``, ``validation_size``,
+        ``fixed_train`` and ``distortion``.
       data_dir: IDX directory to use instead of ``config.data_dir`` (e.g. the same files on
         another machine). Either directory turns the ``"auto"`` source into ``"idx"``.
 
@@ -38,7 +38,8 @@ def load_dataset(config: TrainConfig, *, data_dir: str | None = None) -> tuple[d
         source = "idx"
     mnist = data.load_mnist(source, data_dir=directory)
     dataset = data.make_dataset(config.dataset, mnist, seed=config.seed,
-                                validation_size=config.validation_size, fixed_train=config.fixed_train)
+                                validation_size=config.validation_size, fixed_train=config.fixed_train,
+                                **config.distortion_overrides())
     return dataset, mnist
 
 

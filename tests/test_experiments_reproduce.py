@@ -62,7 +62,12 @@ def test_plan_names_and_relative_command():
 _FAKE_TRAIN = """
 import json, pathlib, signal, sys, time
 workdir = pathlib.Path(sys.argv[1])
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # like stn-jax train: checkpoint, then exit 3
+def on_term(*_):  # like stn-jax train: checkpoint (here: 1 s, counting the signals), then exit 3
+    with open(workdir / "sigterms", "a") as f:
+        f.write("x")
+    time.sleep(1.0)
+    sys.exit(3)
+signal.signal(signal.SIGTERM, on_term)
 (workdir / "started").write_text(str(time.monotonic()))
 time.sleep(float(sys.argv[2]))
 (workdir / "results.json").write_text(json.dumps({"test_error": 0.5}))
@@ -92,6 +97,7 @@ def test_execute_deadline_stops_running_and_skips_pending(monkeypatch, tmp_path,
     runs = _fake_runs(monkeypatch, tmp_path, 60.0, 2)
     assert reproduce.execute(runs, argparse.Namespace(dry_run=False), jobs=1, deadline_s=2.0) == 2
     assert (runs[0].workdir / "started").exists() and not (runs[0].workdir / "results.json").exists()
+    assert (runs[0].workdir / "sigterms").read_text() == "x"  # one SIGTERM, never one during the checkpoint
     assert not runs[1].workdir.exists()
     err = capsys.readouterr().err
     assert "stopped at the deadline (2" in err and runs[1].name in err

@@ -213,6 +213,7 @@ def execute(runs: list[Run], args: argparse.Namespace, *, jobs: int = 1, deadlin
     pending = list(enumerate(runs))
     running: dict[int, tuple[Run, subprocess.Popen, object, float]] = {}
     failures, stopped = [], []
+    stopping = False  # past the deadline: each running run got its one SIGTERM
     while pending or running:
         while pending and len(running) < jobs and not past_deadline():
             i, run = pending.pop(0)
@@ -226,7 +227,8 @@ def execute(runs: list[Run], args: argparse.Namespace, *, jobs: int = 1, deadlin
             log = open(run.workdir / "train.log", "a")
             running[i] = (run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log,
                           time.monotonic())
-        if past_deadline():
+        if past_deadline() and not stopping:  # once: a second SIGTERM would interrupt the checkpointing
+            stopping = True
             stopped += [run.name for _, run in pending]
             pending = []
             for _, proc, _, _ in running.values():
@@ -242,7 +244,7 @@ def execute(runs: list[Run], args: argparse.Namespace, *, jobs: int = 1, deadlin
             if code == 0:
                 results = json.loads((run.workdir / "results.json").read_text())
                 print(f"    [{i + 1}] {run.name}: test error {results.get('test_error')}", flush=True)
-            elif past_deadline():
+            elif stopping:
                 stopped.append(run.name)
             else:
                 failures.append(run.name)

@@ -76,6 +76,10 @@ CONVERGENCE_RULE = ("a run counts as *converged* when it trained on at least "
                     "recipe on a quarter to half as many images (the longest such run) ended at a validation error "
                     "that this run's does not undercut by that same tolerance or more (doubling the budget no longer "
                     "helps; a longer run that ends higher is no sign of further progress, so (b) is one-sided). "
+                    "Either way, (c) no longer run of the same cell and seed with the same recipe (any number of "
+                    "images) may have ended below this run's final validation error by that tolerance or more: "
+                    "such a run shows that more training still helped, whatever (a) or (b) say (near chance, 5% "
+                    "of the error is several points, so (a) alone can pass a run that is still learning). "
                     "A cell is "
                     "converged when every seed is. "
                     "(a) spans the whole second half, not only the last quarter, because a schedule that decays the "
@@ -134,26 +138,42 @@ def converged_across_budgets(run: dict) -> bool | None:
     return _not_improved(val_short[-1]["error"], val[-1]["error"], validation_count(run))
 
 
+def improved_by_longer_run(run: dict) -> dict | None:
+    """Part (c) of :data:`CONVERGENCE_RULE`: the first of ``run["longer_runs"]`` (set by
+    :func:`load_runs`) whose final validation error is below this run's by the tolerance or more,
+    or None."""
+    val = read_metrics(run["dir"], "val")
+    if not val:
+        return None
+    for longer in run.get("longer_runs", []):
+        val_long = read_metrics(longer["dir"], "val")
+        if val_long and not _not_improved(val[-1]["error"], val_long[-1]["error"], validation_count(longer)):
+            return longer
+    return None
+
+
 def converged(run: dict) -> bool | None:
-    """:data:`CONVERGENCE_RULE` for one run (None when neither part can be evaluated)."""
+    """:data:`CONVERGENCE_RULE` for one run (None when neither (a) nor (b) can be evaluated)."""
     checks = [converged_within_run(run), converged_across_budgets(run)]
     if all(check is None for check in checks):
         return None
-    return images_seen(run) >= MIN_IMAGES and any(checks)
+    return images_seen(run) >= MIN_IMAGES and any(checks) and improved_by_longer_run(run) is None
 
 
-def link_half_budget_runs(runs: list[dict]) -> None:
+def link_runs_across_budgets(runs: list[dict]) -> None:
     """Sets ``run["half_budget_run"]`` to the longest run of the same cell and seed (table, dataset,
-    model, transform, recipe, architecture, seed) with a quarter to half of `run`'s training images
-    (None if there is none)."""
+    model, transform, recipe, architecture, distortion, seed) with a quarter to half of `run`'s
+    training images (None if there is none), and ``run["longer_runs"]`` to those with more images
+    than `run`, shortest first."""
     def identity(r: dict) -> tuple:
         return (r["table"], r["dataset"], r["model"], r["transform"], r["recipe"], r.get("architecture", ""),
                 r.get("distortion", ""), r["seed"])
 
     for run in runs:
-        shorter = [r for r in runs if identity(r) == identity(run)
-                   and 2 * images_seen(r) <= images_seen(run) <= 4 * images_seen(r)]
+        same = [r for r in runs if identity(r) == identity(run)]
+        shorter = [r for r in same if 2 * images_seen(r) <= images_seen(run) <= 4 * images_seen(r)]
         run["half_budget_run"] = max(shorter, key=images_seen, default=None)
+        run["longer_runs"] = sorted((r for r in same if images_seen(r) > images_seen(run)), key=images_seen)
 
 
 def cell_converged(group: list[dict]) -> bool:
@@ -172,7 +192,7 @@ def load_runs() -> list[dict]:
                      "recipe": recipe, "architecture": architecture_of(cfg),
                      "seed": cfg["seed"], "budget": (r["steps"], r["batch_size"]),
                      "device": device_of(r), "distortion": cfg.get("distortion") or "", "results": r})
-    link_half_budget_runs(runs)
+    link_runs_across_budgets(runs)
     return runs
 
 
@@ -206,10 +226,17 @@ def _convergence(group: list[dict]) -> str:
 
 
 def _convergence_flag(group: list[dict]) -> str:
-    """"yes" / "no" / "–" for a cell; with the mean final validation error (%) of the half-budget
-    runs and of this cell's runs when every seed has one (part (b) of the rule)."""
+    """"yes" / "no" / "–" for a cell; with the mean final validation error (%) of this cell's runs
+    and of the longer runs that improved on them (part (c) of the rule) if any, else of the
+    half-budget runs and this cell's runs when every seed has one (part (b))."""
     flags = [converged(run) for run in group]
     flag = "yes" if all(flags) else ("–" if any(f is None for f in flags) else "no")
+    improved = [(run, longer) for run in group if (longer := improved_by_longer_run(run))]
+    if improved:
+        before, end = (statistics.mean(100 * read_metrics(r["dir"], "val")[-1]["error"] for r in runs)
+                       for runs in zip(*improved, strict=True))
+        images = sorted({f"{images_seen(longer) / 1e6:.2f}" for _, longer in improved}, key=float)
+        return f"{flag} (a longer run improved on it: {before:.2f} → {end:.2f} at {'/'.join(images)}M images)"
     shorter = [run.get("half_budget_run") for run in group]
     if not all(shorter) or not all(read_metrics(r["dir"], "val") for r in shorter):
         return flag

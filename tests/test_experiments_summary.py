@@ -147,6 +147,10 @@ def test_convergence_rule(runs):
     # Within one standard error of 5,000 validation images (0.14 points at 1%): noise, not progress.
     assert summarize.converged(run(2000, 256, 0.0110, 0.01))
     assert not summarize.converged(run(2000, 256, 0.0116, 0.01))
+    # Above 50% error the tolerance is 5% of the accuracy: 84.3 -> 80.2 is 4.1 points, within 5% of
+    # the error (4.2) but five times 5% of the accuracy (0.8): still learning.
+    assert not summarize.converged(run(2000, 256, 0.843, 0.802))
+    assert summarize.converged(run(2000, 256, 0.8435, 0.839))
 
 
 def test_convergence_across_budgets_compares_final_validation_errors(runs):
@@ -191,18 +195,18 @@ def test_a_longer_run_that_improves_on_a_run_refutes_its_convergence(runs):
     cell and seed ended lower by the tolerance or more; a longer run that ends level or higher,
     another seed's or another recipe's run, changes nothing."""
     common = dict(dataset="addition", model="fcn", transform="affine", architecture="paper")
-    # 84.3 -> 83.9 over the second half: within 5% (relative), so (a) passes on its own.
+    # 84.3 -> 83.9 over the second half: within 5% of the accuracy (0.8 points), so (a) passes on its own.
     _write_run(runs, "addition", "addition-fcn-s0-1m", seed=0, optimizer="adam", error_pct=83.9, steps=8000,
                batch=128, half_ratio=84.3 / 83.9, **common)
     _write_run(runs, "addition", "addition-fcn-s1-1m", seed=1, optimizer="adam", error_pct=83.9, steps=8000,
                batch=128, half_ratio=84.3 / 83.9, **common)
-    _write_run(runs, "addition", "addition-fcn-s1-4m", seed=1, optimizer="adam", error_pct=83.0, steps=32000,
+    _write_run(runs, "addition", "addition-fcn-s1-4m", seed=1, optimizer="adam", error_pct=83.5, steps=32000,
                batch=128, half_ratio=1.5, **common)
     _write_run(runs, "addition", "addition-fcn-s0-paper-4m", seed=0, optimizer="sgd", error_pct=60.0,
                steps=32000, batch=128, half_ratio=1.5, **common)
     by_name = {run["name"]: run for run in summarize.load_runs()}
     assert summarize.converged(by_name["addition-fcn-s0-1m"])            # no longer adam run of seed 0
-    assert summarize.converged(by_name["addition-fcn-s1-1m"])            # 83.9 -> 83.0: within 5%
+    assert summarize.converged(by_name["addition-fcn-s1-1m"])            # 83.9 -> 83.5: within 5% of the accuracy
     _write_run(runs, "addition", "addition-fcn-s0-4m", seed=0, optimizer="adam", error_pct=69.0, steps=32000,
                batch=128, half_ratio=1.5, **common)
     by_name = {run["name"]: run for run in summarize.load_runs()}

@@ -70,7 +70,8 @@ MIN_IMAGES = 500_000
 CONVERGENCE_RULE = ("a run counts as *converged* when it trained on at least "
                     f"{MIN_IMAGES:,} images and its final validation error no longer moves: either (a) within the "
                     "run, its validation error at the end differs from its validation error at half the budget "
-                    "(the evaluation nearest that step) by less than 5% (relative) or by less than one standard "
+                    "(the evaluation nearest that step) by less than 5% (relative; 5% of the accuracy instead for "
+                    "errors above 50%, where 5% of the error would be several points) or by less than one standard "
                     "error of the final validation estimate, sqrt(p(1-p)/n) over its n validation images (a change "
                     "within measurement noise); or (b) across budgets, the same cell and seed trained with the same "
                     "recipe on a quarter to half as many images (the longest such run) ended at a validation error "
@@ -78,8 +79,7 @@ CONVERGENCE_RULE = ("a run counts as *converged* when it trained on at least "
                     "helps; a longer run that ends higher is no sign of further progress, so (b) is one-sided). "
                     "Either way, (c) no longer run of the same cell and seed with the same recipe (any number of "
                     "images) may have ended below this run's final validation error by that tolerance or more: "
-                    "such a run shows that more training still helped, whatever (a) or (b) say (near chance, 5% "
-                    "of the error is several points, so (a) alone can pass a run that is still learning). "
+                    "such a run shows that more training still helped, whatever (a) or (b) say. "
                     "A cell is "
                     "converged when every seed is. "
                     "(a) spans the whole second half, not only the last quarter, because a schedule that decays the "
@@ -93,8 +93,9 @@ def validation_count(run: dict) -> int:
 
 
 def _tolerance(before: float, end: float, n: int) -> float:
-    """The rule's tolerance: 5% of error `before`, or one standard error of error `end` over n images."""
-    return max(0.05 * before, math.sqrt(end * (1 - end) / n))
+    """The rule's tolerance: 5% of error `before` (of the accuracy ``1 - before`` when that is
+    smaller), or one standard error of error `end` over n images."""
+    return max(0.05 * min(before, 1 - before), math.sqrt(end * (1 - end) / n))
 
 
 def _within_tolerance(before: float, end: float, n: int) -> bool:

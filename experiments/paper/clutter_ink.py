@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-DIGIT_SIZE = 28
+from stn_jax.data.distortions import DIGIT_SIZE
 
 
 def crop_statistics(images: np.ndarray, *, margin: int, size: int, count: int, seed: int) -> dict[str, float]:

@@ -127,28 +127,34 @@ def converged_within_run(run: dict) -> bool | None:
     return _within_tolerance(half, val[-1]["error"], validation_count(run))
 
 
+def final_validation_error(run: dict) -> float | None:
+    """A run's last validation error (a fraction), or None when it logged none."""
+    val = read_metrics(run["dir"], "val")
+    return val[-1]["error"] if val else None
+
+
 def converged_across_budgets(run: dict) -> bool | None:
     """Part (b) of :data:`CONVERGENCE_RULE`: compares the final validation error with that of
     ``run["half_budget_run"]`` (set by :func:`load_runs`; None when there is no such run)."""
     shorter = run.get("half_budget_run")
     if shorter is None:
         return None
-    val, val_short = read_metrics(run["dir"], "val"), read_metrics(shorter["dir"], "val")
-    if not val or not val_short:
+    end, end_short = final_validation_error(run), final_validation_error(shorter)
+    if end is None or end_short is None:
         return None
-    return _not_improved(val_short[-1]["error"], val[-1]["error"], validation_count(run))
+    return _not_improved(end_short, end, validation_count(run))
 
 
 def improved_by_longer_run(run: dict) -> dict | None:
     """Part (c) of :data:`CONVERGENCE_RULE`: the first of ``run["longer_runs"]`` (set by
     :func:`load_runs`) whose final validation error is below this run's by the tolerance or more,
     or None."""
-    val = read_metrics(run["dir"], "val")
-    if not val:
+    end = final_validation_error(run)
+    if end is None:
         return None
     for longer in run.get("longer_runs", []):
-        val_long = read_metrics(longer["dir"], "val")
-        if val_long and not _not_improved(val[-1]["error"], val_long[-1]["error"], validation_count(longer)):
+        end_long = final_validation_error(longer)
+        if end_long is not None and not _not_improved(end, end_long, validation_count(longer)):
             return longer
     return None
 
@@ -234,15 +240,14 @@ def _convergence_flag(group: list[dict]) -> str:
     flag = "yes" if all(flags) else ("–" if any(f is None for f in flags) else "no")
     improved = [(run, longer) for run in group if (longer := improved_by_longer_run(run))]
     if improved:
-        before, end = (statistics.mean(100 * read_metrics(r["dir"], "val")[-1]["error"] for r in runs)
+        before, end = (statistics.mean(100 * final_validation_error(r) for r in runs)
                        for runs in zip(*improved, strict=True))
         images = sorted({f"{images_seen(longer) / 1e6:.2f}" for _, longer in improved}, key=float)
         return f"{flag} (a longer run improved on it: {before:.2f} → {end:.2f} at {'/'.join(images)}M images)"
     shorter = [run.get("half_budget_run") for run in group]
-    if not all(shorter) or not all(read_metrics(r["dir"], "val") for r in shorter):
+    if not all(shorter) or any(final_validation_error(r) is None for r in shorter):
         return flag
-    finals = [[100 * read_metrics(r["dir"], "val")[-1]["error"] for r in pair]
-              for pair in zip(shorter, group, strict=True)]
+    finals = [[100 * final_validation_error(r) for r in pair] for pair in zip(shorter, group, strict=True)]
     before, end = (statistics.mean(values) for values in zip(*finals, strict=True))
     images = statistics.mean(images_seen(r) for r in shorter)
     return f"{flag} (after {images / 1e6:.2f}M images: {before:.2f} → {end:.2f})"

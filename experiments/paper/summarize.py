@@ -300,54 +300,73 @@ def group_cells(runs: list[dict]) -> dict[tuple, list[dict]]:
     return cells
 
 
-def _headline_cell(cells: dict[tuple, list[dict]], table: str, ds: str, model: str, transform: str | None,
-                   recipe: str, arch: str, device: str) -> tuple[tuple[int, int], list[dict]] | None:
-    """The converged cell of one model on one device that the headline shows: most seeds first, then
-    most images."""
-    candidates = [(key[5], group) for key, group in cells.items()
-                  if key[:5] == (table, ds, model, transform, recipe) and key[6:] == (arch, device)
-                  and cell_converged(group)]
-    if not candidates:
+def _headline_runs(cells: dict[tuple, list[dict]], table: str, ds: str, model: str, transform: str | None,
+                   recipe: str, arch: str, device: str) -> tuple[list[dict], list[int]] | None:
+    """The runs of one model on one device that the headline shows, one per seed, by seed: each
+    seed's converged run with the most images (a converged error no longer depends on the budget,
+    which is what the rule tests, so seeds may converge at different budgets); and the seeds that
+    have runs of this model but no converged one yet. None when no seed has converged."""
+    runs = [run for key, group in cells.items()
+            if key[:5] == (table, ds, model, transform, recipe) and key[6:] == (arch, device) for run in group]
+    longest: dict[int, dict] = {}
+    for run in runs:
+        if converged(run) and (run["seed"] not in longest or images_seen(run) > images_seen(longest[run["seed"]])):
+            longest[run["seed"]] = run
+    if not longest:
         return None
-    return max(candidates, key=lambda c: (len(c[1]), c[0][0] * c[0][1]))
+    return [longest[seed] for seed in sorted(longest)], sorted({run["seed"] for run in runs} - longest.keys())
+
+
+def _headline_budget(runs: list[dict]) -> str:
+    """"4,000 × 256", or "4,000 × 256 (seeds 1,2), 8,000 × 256 (seed 0)" when the seeds' budgets differ."""
+    seeds_by_budget: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
+    for run in runs:
+        seeds_by_budget[run["budget"]].append(run["seed"])
+    if len(seeds_by_budget) == 1:
+        (steps, batch), = seeds_by_budget
+        return f"{steps:,} × {batch}"
+    return ", ".join(f"{steps:,} × {batch} (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})"
+                     for (steps, batch), seeds in sorted(seeds_by_budget.items(), key=lambda kv: kv[0][0] * kv[0][1]))
 
 
 def headline(cells: dict[tuple, list[dict]]) -> list[str]:
-    """ST-CNN (affine) vs CNN on RTS and TC: one row per dataset, recipe and architecture that has a
-    converged cell of both models (the CNN has no transformer, so a transformer-only recipe such as
-    ``adam-border`` is paired with the ``adam`` CNN). Each model shows its own converged cell (most
-    seeds, then most images): a converged error no longer depends on the budget, and the two models
-    converge at different budgets."""
+    """ST-CNN (affine) vs CNN on RTS and TC: one row per dataset, recipe and architecture in which
+    both models have a converged run (the CNN has no transformer, so a transformer-only recipe such
+    as ``adam-border`` is paired with the ``adam`` CNN). Each model shows every seed's converged run
+    with the most images (:func:`_headline_runs`): a converged error no longer depends on the
+    budget, and models and seeds converge at different budgets."""
     rows = []
     pairs = sorted({(key[0], key[1], key[4], key[6], key[7]) for key in cells
                     if key[1] in dict(HEADLINE) and key[2:4] == ("st-cnn", "affine")},
                    key=lambda p: (p[1] != "rts", p[2], p[3], p[4]))
     for table, ds, recipe, arch, device in pairs:
-        st = _headline_cell(cells, table, ds, "st-cnn", "affine", recipe, arch, device)
-        cnn = _headline_cell(cells, table, ds, "cnn", None, cnn_recipe(recipe), arch, device)
+        st = _headline_runs(cells, table, ds, "st-cnn", "affine", recipe, arch, device)
+        cnn = _headline_runs(cells, table, ds, "cnn", None, cnn_recipe(recipe), arch, device)
         if st is None or cnn is None:
             continue
-        values, means, seeds = {}, {}, []
-        for name, (_, grp) in (("CNN", cnn), ("ST-CNN", st)):
-            grp = sorted(grp, key=lambda g: g["seed"])
+        values, means, seeds, budgets = {}, {}, [], []
+        for name, (grp, pending) in (("CNN", cnn), ("ST-CNN", st)):
             errs = [g["results"]["test_error_pct"] for g in grp]
-            seeds.append(",".join(str(g["seed"]) for g in grp))
+            seeds.append(",".join(str(g["seed"]) for g in grp)
+                         + (f" (not converged yet: seed{'s' if len(pending) > 1 else ''} "
+                            f"{','.join(map(str, pending))})" if pending else ""))
+            budgets.append(_headline_budget(grp))
             means[name] = statistics.mean(errs)
             values[name] = (f"{_fmt_err(errs)} ({', '.join(f'{e:.2f}' for e in errs)})",
                             paper.paper_error(ds, "st-cnn" if name == "ST-CNN" else "cnn", "affine"))
-        budgets = " / ".join(f"{steps:,} × {batch}" for (steps, batch), _ in (cnn, st))
         recipes = recipe if cnn_recipe(recipe) == recipe else f"{cnn_recipe(recipe)} / {recipe}"
         rows.append(f"| {dict(HEADLINE)[ds]} | {recipes} | {values['CNN'][0]} | {values['ST-CNN'][0]} | "
                     f"{means['ST-CNN'] - means['CNN']:+.2f} | {values['CNN'][1]} / {values['ST-CNN'][1]} | "
-                    f"{budgets} | {' / '.join(seeds)} | {device} |")
+                    f"{' / '.join(budgets)} | {' / '.join(seeds)} | {device} |")
     if not rows:
         return ["## Headline: ST-CNN vs CNN (RTS and TC)", "",
                 "No converged pair of CNN and ST-CNN cells is committed yet (convergence rule below); the "
                 "reduced-budget comparisons are in the budget section.", ""]
     return ["## Headline: ST-CNN vs CNN (RTS and TC)", "",
-            "Converged cells only. Mean ± standard deviation over seeds of the % test error (per-seed values "
-            "in brackets); ST − CNN is the difference of the means. Each model shows its converged cell with "
-            "the most seeds (then the most images), so the two budgets can differ.", "",
+            "Converged runs only. Mean ± standard deviation over seeds of the % test error (per-seed values "
+            "in brackets); ST − CNN is the difference of the means. For every seed, each model shows its "
+            "converged run with the most images, so budgets can differ between the models and between seeds; "
+            "seeds that have runs but no converged run yet are named in the seeds column.", "",
             *HEADLINE_HEADER, *rows, "",
             "![ST-CNN vs CNN](experiments/results/headline.png)", ""]
 
@@ -364,8 +383,8 @@ def build(runs: list[dict] | None = None) -> str:
            "", f"**Budget.** The paper trains {paper.PAPER_BUDGET}. Every run below states its own "
            "budget; runs with fewer steps are *reduced-budget* runs and are not expected to reach the "
            "paper's error — the column `gap` is ours minus the paper's.", "",
-           f"**Convergence.** {CONVERGENCE_RULE}. Only converged cells appear in the headline, the main tables "
-           "and the README; the others are listed in the budget section.", "",
+           f"**Convergence.** {CONVERGENCE_RULE}. Only converged runs appear in the headline and only converged "
+           "cells in the main tables and the README; the others are listed in the budget section.", "",
            "**Architectures.** Rows marked *(padded)* use the earlier zoo (`--architecture padded`: 'SAME' convs, "
            "full-resolution localization input, second conv capped at 64 filters); the others use the paper's "
            "(the default, see docs/flax.md).", "",

@@ -317,6 +317,11 @@ def _headline_runs(cells: dict[tuple, list[dict]], table: str, ds: str, model: s
     return [longest[seed] for seed in sorted(longest)], sorted({run["seed"] for run in runs} - longest.keys())
 
 
+def _seeds_text(seeds: list[int]) -> str:
+    """"seed 1" or "seeds 0,2"."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+
+
 def _headline_budget(runs: list[dict]) -> str:
     """"4,000 × 256", or "4,000 × 256 (seeds 1,2), 8,000 × 256 (seed 0)" when the seeds' budgets differ."""
     seeds_by_budget: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
@@ -325,7 +330,7 @@ def _headline_budget(runs: list[dict]) -> str:
     if len(seeds_by_budget) == 1:
         (steps, batch), = seeds_by_budget
         return f"{steps:,} × {batch}"
-    return ", ".join(f"{steps:,} × {batch} (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})"
+    return ", ".join(f"{steps:,} × {batch} ({_seeds_text(seeds)})"
                      for (steps, batch), seeds in sorted(seeds_by_budget.items(), key=lambda kv: kv[0][0] * kv[0][1]))
 
 
@@ -348,8 +353,7 @@ def headline(cells: dict[tuple, list[dict]]) -> list[str]:
         for name, (grp, pending) in (("CNN", cnn), ("ST-CNN", st)):
             errs = [g["results"]["test_error_pct"] for g in grp]
             seeds.append(",".join(str(g["seed"]) for g in grp)
-                         + (f" (not converged yet: seed{'s' if len(pending) > 1 else ''} "
-                            f"{','.join(map(str, pending))})" if pending else ""))
+                         + (f" (not converged yet: {_seeds_text(pending)})" if pending else ""))
             budgets.append(_headline_budget(grp))
             means[name] = statistics.mean(errs)
             values[name] = (f"{_fmt_err(errs)} ({', '.join(f'{e:.2f}' for e in errs)})",
@@ -522,7 +526,7 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
                               f"{device} |")
     text = ["Reproduction of the paper's tables with our engine (`experiments/paper/reproduce.py`, summarised by",
             "`experiments/paper/summarize.py` into [RESULTS.md](RESULTS.md), which has every cell, the paper's number,",
-            "the gap, budgets, the convergence rule and commands). Only *converged* cells are shown here.", ""]
+            "the gap, budgets, the convergence rule and commands). Only *converged* runs are shown here.", ""]
     if table:
         text += ["**Headline: ST-CNN vs CNN**, % test error, mean ± sd over seeds:", "",
                  *HEADLINE_HEADER, *table, "",

@@ -332,3 +332,33 @@ def test_distortion_studies_are_listed_apart_from_the_cells(runs):
         "| P | FCN | `sigma=3` | adam | 4.90 | 9.8 → 4.9 | yes | 8,000 × 128 (1.02M) | 1× cpu | `table1/p-fcn-s0-sigma3-8000` |"]
     cells = text.split("## Distortion studies")[0]
     assert "sigma" not in cells and "| P | FCN | adam | 9.00 |" in cells
+
+
+def _load(name: str) -> dict:
+    return {r["name"]: r for r in summarize.load_runs()}[name]
+
+
+def test_train_time_of_a_resumed_run_sums_its_segments(runs):
+    """A run continued twice with --resume: its time is the last segment's wall time plus the span of
+    each earlier segment's records (split at the steps train.log names); a run that records its
+    total keeps that; a resumed run without train.log has no known time."""
+    _write_run(runs, "table1", "rts-cnn-s0-adam-long", dataset="rts", model="cnn", transform="affine", seed=0,
+               optimizer="adam", error_pct=2.0, steps=9000, batch=64, half_ratio=1.01)
+    run_dir = runs / "table1" / "rts-cnn-s0-adam-long"
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**results, "start_step": 6000, "wall_time_s": 100.0}))
+    # segment 1: steps 1-3000 over 600 s; segment 2: 3001-6000 over 300 s (a 5-hour pause between)
+    rows = [{"step": 1000, "split": "train", "time": 0.0}, {"step": 3000, "split": "val", "error": 0.03, "time": 600.0},
+            {"step": 4000, "split": "train", "time": 18600.0}, {"step": 6000, "split": "train", "time": 18900.0},
+            {"step": 9000, "split": "val", "error": 0.02, "time": 30000.0}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run_dir / "train.log").write_text("interrupted\nresuming from ck/3000 (step 3000)\n"
+                                       "resuming from ck/6000 (step 6000)\ntest error: 2.00%\n")
+    assert summarize.run_wall_time_s(_load(run_dir.name)) == pytest.approx(100.0 + 600.0 + 300.0)
+    assert "| 0 | 1× cpu | 16.7 min | 1,000 |" in summarize.build()
+    (run_dir / "train.log").unlink()
+    assert summarize.run_wall_time_s(_load(run_dir.name)) is None
+    (run_dir / "results.json").write_text(json.dumps({**results, "start_step": 6000, "wall_time_s": 100.0,
+                                                      "total_wall_time_s": 1234.0}))
+    assert summarize.run_wall_time_s(_load(run_dir.name)) == 1234.0
+    assert summarize.run_wall_time_s(_load("rts-fcn-s0")) == 120.0   # one segment: its wall time

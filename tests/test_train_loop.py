@@ -11,6 +11,7 @@ import pytest
 from _train_helpers import CLASSES, SHAPE, TinyDataset, TinySTN, is_loc
 
 from stn_jax.train import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_run, train
+from stn_jax.train.checkpoint import Checkpointer
 from stn_jax.train.metrics import WALL_CLOCK_FIELDS, read_metrics
 from stn_jax.train.runs import read_config
 
@@ -28,6 +29,14 @@ def _train(config: TrainConfig, **kwargs):
 
 def _comparable(path: pathlib.Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in WALL_CLOCK_FIELDS} for r in read_metrics(path)]
+
+
+def _checkpoint_elapsed(workdir: pathlib.Path, step: int) -> float:
+    checkpointer = Checkpointer(workdir / "checkpoints")
+    try:
+        return checkpointer.read_meta(step)["elapsed_s"]
+    finally:
+        checkpointer.close()
 
 
 class _Crash(Exception):
@@ -65,6 +74,7 @@ def reference_run(tmp_path_factory):
 def test_run_writes_outputs(reference_run):
     workdir, results = reference_run
     assert results["steps"] == 12 and results["devices"] == 8 and results["batch_size"] == 16
+    assert results["total_wall_time_s"] == pytest.approx(results["wall_time_s"], abs=0.05)   # one segment
     saved = json.loads((workdir / "results.json").read_text())
     assert saved["test_error"] == pytest.approx(results["test_error"])
     assert saved["data"] == {"source": "custom", "is_sample": False, "dataset": "tiny"}
@@ -100,8 +110,23 @@ def test_ctrl_c_saves_checkpoint_and_resume_continues(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _train(config, callbacks=[_crash_at(3, KeyboardInterrupt)])
     assert (tmp_path / "checkpoints" / "3").is_dir()
+    first_segment_s = _checkpoint_elapsed(tmp_path, 3)
+    assert first_segment_s > 0
     results = _train(config.replace(resume=True))
     assert results["start_step"] == 3 and results["steps"] == 6
+    # the whole run's time is the interrupted segment's plus this one's
+    assert results["total_wall_time_s"] == pytest.approx(first_segment_s + results["wall_time_s"], abs=0.05)
+
+
+def test_resume_from_checkpoint_without_elapsed_time_reports_total_as_unknown(tmp_path, monkeypatch):
+    config = _config(tmp_path, steps=6, checkpoint_every=100)
+    with monkeypatch.context() as patch:   # a checkpoint written before the elapsed time was recorded
+        patch.setattr("stn_jax.train.loop._Run.elapsed_s", lambda self: None)
+        with pytest.raises(KeyboardInterrupt):
+            _train(config, callbacks=[_crash_at(3, KeyboardInterrupt)])
+    results = _train(config.replace(resume=True))
+    assert results["start_step"] == 3 and results["total_wall_time_s"] is None
+    assert results["wall_time_s"] > 0
 
 
 def test_fresh_run_refuses_existing_checkpoints(reference_run):

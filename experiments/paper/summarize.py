@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import collections
 import datetime
+import itertools
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -218,6 +220,39 @@ def read_metrics(run_dir: Path, split: str) -> list[dict]:
     return [r for r in rows if r.get("split") == split]
 
 
+_RESUMED_FROM = re.compile(r"^resuming from .* \(step (\d+)\)$", re.MULTILINE)
+
+
+def run_wall_time_s(run: dict) -> float | None:
+    """Wall seconds a run took over all its segments (a run continued with ``--resume`` has one
+    segment per call of ``stn-jax train``); None when that cannot be told.
+
+    ``total_wall_time_s`` of results.json when it holds one. Runs resumed before that was
+    recorded: the last segment's ``wall_time_s`` plus, for each earlier segment, the span from
+    its first to its last metrics.jsonl record (segments split at the steps train.log says were
+    resumed from), which leaves out each earlier segment's start-up before its first record.
+    """
+    results = run["results"]
+    if results.get("total_wall_time_s") is not None:
+        return results["total_wall_time_s"]
+    if not results.get("start_step"):
+        return results.get("wall_time_s")
+    log = run["dir"] / "train.log"
+    if not log.exists():
+        return None
+    bounds = [0, *sorted(int(step) for step in _RESUMED_FROM.findall(log.read_text()))]
+    if bounds[-1] != results["start_step"]:
+        return None
+    records = [r for split in ("train", "val") for r in read_metrics(run["dir"], split) if "time" in r]
+    total = results.get("wall_time_s") or 0.0
+    for start, end in itertools.pairwise(bounds):
+        times = [r["time"] for r in records if start < r["step"] <= end]
+        if not times:
+            return None
+        total += max(times) - min(times)
+    return total
+
+
 def _convergence(group: list[dict]) -> str:
     """Mean validation error (%) at the evaluation nearest half the budget and at the end:
     a run still improving at its end was stopped by its budget, not converged."""
@@ -389,6 +424,9 @@ def build(runs: list[dict] | None = None) -> str:
            "paper's error — the column `gap` is ours minus the paper's.", "",
            f"**Convergence.** {CONVERGENCE_RULE}. Only converged runs appear in the headline and only converged "
            "cells in the main tables and the README; the others are listed in the budget section.", "",
+           "**Times.** *train time / run* is a run's wall time, summed over its segments when it was stopped and "
+           "continued with `--resume`, averaged over the cell's seeds; *images/s* is the steady-state training "
+           "speed of each run's last segment, averaged over seeds.", "",
            "**Architectures.** Rows marked *(padded)* use the earlier zoo (`--architecture padded`: 'SAME' convs, "
            "full-resolution localization input, second conv capped at 64 filters); the others use the paper's "
            "(the default, see docs/flax.md).", "",
@@ -450,14 +488,15 @@ def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[st
         budgets = sorted({(g["results"]["steps"], g["results"]["batch_size"]) for g in group})
         budget = ", ".join(f"{s:,} × {b} ({s * b / 1e6:.2f}M)" for s, b in budgets)
         seeds = ",".join(str(g["seed"]) for g in sorted(group, key=lambda g: g["seed"]))
-        t = statistics.mean(g["results"].get("wall_time_s") or 0 for g in group)
+        times = [run_wall_time_s(g) for g in group]
+        time_text = "–" if None in times else f"{statistics.mean(times) / 60:.1f} min"
         ips = [g["results"].get("images_per_s") for g in group if g["results"].get("images_per_s")]
         sample = " (SAMPLE data)" if any(g["results"].get("data", {}).get("is_sample") for g in group) else ""
         ips_text = f"{statistics.mean(ips):,.0f}" if ips else "–"
         conv = _convergence_flag(group)
         out.append(f"| {ds.upper()} | {_label(model, transform, arch)} | {recipe} | {_fmt_err(errs)}{sample} | "
                    f"{ref if ref is not None else '–'} | {gap} | {_convergence(group)} | {conv} | {budget} | "
-                   f"{seeds} | {device} | {t / 60:.1f} min | {ips_text} |")
+                   f"{seeds} | {device} | {time_text} | {ips_text} |")
     return [*out, ""]
 
 

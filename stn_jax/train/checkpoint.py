@@ -3,7 +3,8 @@
 Layout: ``WORKDIR/checkpoints/<step>/{state,meta}``. Orbax writes each checkpoint into a
 temporary directory and renames it when complete, so a checkpoint directory either holds a
 whole checkpoint or does not exist (atomic). ``state`` is the pytree
-``{"params", "opt_state", "step", "accum"}``; ``meta`` is JSON (step, config, timing).
+``{"params", "opt_state", "step", "accum"}``; ``meta`` is JSON (step, config, data, the
+wall time ``time`` of the save and ``elapsed_s``, the run's wall seconds so far over all segments).
 Saves are synchronous so that "saved" means "on disk" (runs exit right after Ctrl-C).
 """
 
@@ -76,6 +77,13 @@ class Checkpointer:
                 f"optimizer ({type(err).__name__}: {str(err)[:300]}). Delete that step directory to "
                 f"resume from an earlier checkpoint, or start a fresh workdir.") from err
         return restored["state"], dict(restored["meta"] or {})
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON ``meta`` item of checkpoint `step` alone (step, config, data, time, elapsed_s)."""
+        if step not in self.all_steps():
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {self.all_steps()}")
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"] or {})
 
     def close(self) -> None:
         self._manager.close()

@@ -99,7 +99,8 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
     model, dataset, info = resolve_inputs(config, model=model, dataset=dataset, data_info=data_info)
     if config.identity_penalty > 0 and penalty_fn is None:
         penalty_fn = transform_penalty
-    run = _restore_or_start(config, mesh, model, dataset, info, is_localization=is_localization)
+    run = _restore_or_start(config, mesh, model, dataset, info, is_localization=is_localization,
+                            started=t_start)
     run.prepare(penalty_fn=penalty_fn)
     try:
         while run.step_count < config.steps:
@@ -146,8 +147,10 @@ def _init_params(model: Any, input_shape: Sequence[int], key: jax.Array, mesh: j
 
 
 def _restore_or_start(config: TrainConfig, mesh: jax.sharding.Mesh, model: Any, dataset: Any,
-                      info: dict[str, Any], *, is_localization: PathPredicate | None) -> _Run:
+                      info: dict[str, Any], *, is_localization: PathPredicate | None, started: float) -> _Run:
     """A run at step 0, or at the latest checkpoint's step when `config.resume` finds one.
+
+    `started` is the ``time.perf_counter()`` at which this call of :func:`train` began.
 
     Process 0 creates the workdir (with ``figures/``) and writes ``config.json``; a fresh start
     deletes an old metrics.jsonl, a resume truncates it to the restored step.
@@ -161,7 +164,7 @@ def _restore_or_start(config: TrainConfig, mesh: jax.sharding.Mesh, model: Any, 
     tx = make_optimizer(config, params, is_localization=is_localization)
     run = _Run(config=config, mesh=mesh, model=model, dataset=dataset, info=info, workdir=workdir,
                state=parallel.replicate(create_state(model, params, tx), mesh),
-               keys=(data_key, dropout_key))
+               keys=(data_key, dropout_key), started=started)
     if config.resume and run.checkpointer.latest_step() is not None:
         run.restore()
     else:
@@ -180,7 +183,7 @@ class _Run:
 
     def __init__(self, *, config: TrainConfig, mesh: jax.sharding.Mesh, model: Any, dataset: Any,
                  info: dict[str, Any], workdir: pathlib.Path, state: TrainState,
-                 keys: tuple[jax.Array, jax.Array]) -> None:
+                 keys: tuple[jax.Array, jax.Array], started: float) -> None:
         self.config, self.mesh, self.model, self.dataset, self.info = config, mesh, model, dataset, info
         self.workdir = workdir
         self.ckpt_dir = workdir / "checkpoints"
@@ -190,11 +193,22 @@ class _Run:
         self.log = MetricsLog(workdir / "metrics.jsonl")
         self.keys = keys
         self.start_step = self.step_count = 0
+        self.started = started
+        self.earlier_time_s: float | None = 0.0
+        """Wall seconds of the segments before this one (a resumed run; None: a checkpoint
+        written before this was recorded)."""
         self.bar: ProgressBar | None = None
+
+    def elapsed_s(self) -> float | None:
+        """Wall seconds of all segments so far: this call of :func:`train` plus the earlier ones
+        (None when an earlier segment's time is unknown)."""
+        now = time.perf_counter() - self.started
+        return None if self.earlier_time_s is None else self.earlier_time_s + now
 
     def restore(self) -> None:
         """Continue from the latest checkpoint: state, accumulators, step; truncate the log."""
-        tree, _ = self.checkpointer.restore(checkpoint_tree(self.state, self.accum))
+        tree, meta = self.checkpointer.restore(checkpoint_tree(self.state, self.accum))
+        self.earlier_time_s = meta.get("elapsed_s")
         self.state = self.state.replace(params=tree["params"], opt_state=tree["opt_state"], step=tree["step"])
         self.accum = tree["accum"]
         self.start_step = self.step_count = int(tree["step"])
@@ -288,7 +302,8 @@ class _Run:
         """Checkpoint `step` unless a non-finite step is pending."""
         if float(self.accum["bad"]):
             return  # never checkpoint after a non-finite step
-        meta = {"step": step, "config": self.config.to_dict(), "data": self.info, "time": time.time()}
+        meta = {"step": step, "config": self.config.to_dict(), "data": self.info, "time": time.time(),
+                "elapsed_s": self.elapsed_s()}
         self.checkpointer.save(step, checkpoint_tree(self.state, self.accum), meta)
 
     # ------------------------------------------------------------------ ending
@@ -332,7 +347,8 @@ def _final_report(run: _Run, t_start: float) -> dict[str, Any]:
                            batch_size=config.eval_batch_size)
     eval_s = time.perf_counter() - t_eval
     results = run_results(config, test=test, steps=run.step_count, start_step=run.start_step,
-                          wall_time_s=time.perf_counter() - t_start, eval_time_s=eval_s, meter=run.meter,
+                          wall_time_s=time.perf_counter() - t_start, total_wall_time_s=run.elapsed_s(),
+                          eval_time_s=eval_s, meter=run.meter,
                           params=run.state.params, info=run.info, mesh=run.mesh)
     last_val = [r for r in read_metrics(run.log.path) if r.get("split") == "val"]
     if last_val:

@@ -67,11 +67,13 @@ def scores(test: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_results(config: TrainConfig, *, test: dict[str, Any], steps: int, start_step: int, wall_time_s: float,
-                eval_time_s: float, meter: Throughput, params: Any, info: dict[str, Any],
+                total_wall_time_s: float | None, eval_time_s: float, meter: Throughput, params: Any, info: dict[str, Any],
                 mesh: jax.sharding.Mesh) -> dict[str, Any]:
     """The results.json of a finished run (before ``val_error`` and ``figures`` are added).
 
-    Times are seconds: ``wall_time_s`` the whole call, ``train_time_s`` the timed steps,
+    Times are seconds: ``wall_time_s`` the whole call, ``total_wall_time_s`` the whole run (the
+    sum over the segments of a run continued with ``--resume``; None when a checkpoint it resumed
+    from predates this record), ``train_time_s`` the timed steps of this call,
     ``eval_time_s`` the final test evaluation, ``overhead_time_s`` validation and checkpoints.
     """
     return {
@@ -80,6 +82,7 @@ def run_results(config: TrainConfig, *, test: dict[str, Any], steps: int, start_
         "start_step": start_step,
         "batch_size": config.batch_size,
         "wall_time_s": wall_time_s,
+        "total_wall_time_s": total_wall_time_s,
         "train_time_s": meter.train_time_s,
         "eval_time_s": eval_time_s,
         "images_per_s": meter.images_per_s,

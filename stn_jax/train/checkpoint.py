@@ -64,8 +64,8 @@ class Checkpointer:
             if not steps:
                 raise CheckpointError(f"no checkpoint found in {self.directory}")
             step = steps[-1]
-        elif step not in steps:
-            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {steps}")
+        else:
+            self._require(step)
         abstract = jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct)
                                 else ocp.utils.to_shape_dtype_struct(x), target)
         try:
@@ -80,10 +80,14 @@ class Checkpointer:
 
     def read_meta(self, step: int) -> dict[str, Any]:
         """The JSON ``meta`` item of checkpoint `step` alone (step, config, data, time, elapsed_s)."""
-        if step not in self.all_steps():
-            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {self.all_steps()}")
+        self._require(step)
         restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"] or {})
+
+    def _require(self, step: int) -> None:
+        steps = self.all_steps()
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {steps}")
 
     def close(self) -> None:
         self._manager.close()

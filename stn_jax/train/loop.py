@@ -90,7 +90,7 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
       KeyboardInterrupt: re-raised after a checkpoint of the current step was saved (several
         processes: :class:`~stn_jax.train.parallel.Preempted` after a SIGTERM to any of them).
     """
-    t_start = time.perf_counter()
+    started = time.perf_counter()
     parallel.maybe_initialize_distributed()
     config.validate()
     mesh = parallel.make_mesh()
@@ -100,7 +100,7 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
     if config.identity_penalty > 0 and penalty_fn is None:
         penalty_fn = transform_penalty
     run = _restore_or_start(config, mesh, model, dataset, info, is_localization=is_localization,
-                            started=t_start)
+                            started=started)
     run.prepare(penalty_fn=penalty_fn)
     try:
         while run.step_count < config.steps:
@@ -116,7 +116,7 @@ def train(config: TrainConfig, *, model: Any = None, dataset: Any = None, data_i
     finally:
         run.close_progress()
     run.finish()
-    return _final_report(run, t_start)
+    return _final_report(run)
 
 
 # ---------------------------------------------------------------------------- restore or start
@@ -338,7 +338,7 @@ class _Run:
 
 
 # ---------------------------------------------------------------------------- final report
-def _final_report(run: _Run, t_start: float) -> dict[str, Any]:
+def _final_report(run: _Run) -> dict[str, Any]:
     """Score the test set; write the test record, figures and results.json; return the results."""
     config = run.config
     test_images, test_labels = run.dataset.test_set()
@@ -347,7 +347,7 @@ def _final_report(run: _Run, t_start: float) -> dict[str, Any]:
                            batch_size=config.eval_batch_size)
     eval_s = time.perf_counter() - t_eval
     results = run_results(config, test=test, steps=run.step_count, start_step=run.start_step,
-                          wall_time_s=time.perf_counter() - t_start, total_wall_time_s=run.elapsed_s(),
+                          wall_time_s=time.perf_counter() - run.started, total_wall_time_s=run.elapsed_s(),
                           eval_time_s=eval_s, meter=run.meter,
                           params=run.state.params, info=run.info, mesh=run.mesh)
     last_val = [r for r in read_metrics(run.log.path) if r.get("split") == "val"]

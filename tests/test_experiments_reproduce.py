@@ -27,6 +27,7 @@ def test_recipes_are_the_published_flag_lists():
         "adam-tuned-loc01": _TUNED[:-1] + ["0.1"],
         "adam-tuned-locfull": _TUNED[:-1] + ["0.1", "--loc-downsample", "1"],
         "adam-tuned-lr3e-3": _TUNED[:3] + ["0.003"] + _TUNED[4:],
+        "adam-tuned-lr3e-3-locfull": _TUNED[:3] + ["0.003"] + _TUNED[4:] + ["--loc-downsample", "1"],
         "adam-tuned-nopen": _TUNED[:-3] + ["0", "--loc-lr-mult", "1.0"],
     }
     assert list(reproduce.RECIPES)[0] == "paper"

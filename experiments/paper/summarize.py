@@ -308,7 +308,8 @@ HEADLINE_HEADER = ("| dataset | recipe (CNN / ST-CNN) | CNN | ST-CNN (affine) | 
 DATASET_ORDER = (*paper.TABLE1_DATASETS, "tc", "addition")  # the paper's column order
 CNN_RECIPE = {"adam-border": "adam", "adam-fullres": "adam", "adam-nopen": "adam",
               "adam-tuned-fullres": "adam-tuned", "adam-tuned-loc01": "adam-tuned",
-              "adam-tuned-locfull": "adam-tuned", "adam-tuned-nopen": "adam-tuned"}
+              "adam-tuned-locfull": "adam-tuned", "adam-tuned-nopen": "adam-tuned",
+              "adam-tuned-lr3e-3-locfull": "adam-tuned-lr3e-3"}
 """ST-CNN recipe -> the recipe of the CNN it is compared with, where the two differ (otherwise the
 same recipe): these recipes change only the transformer, which the CNN does not have. A recipe
 that changes the optimizer (``adam-tuned-lr3e-3``) is compared with CNNs trained with it, because

@@ -21,10 +21,10 @@ def test_script_plans_the_headline_cells_in_priority_order(tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
-    assert len(lines) == 4
-    by_tag = {line.split("--tag ")[1].split()[0]: line.split() for line in lines}
-    assert list(by_tag)[0] == "4m-acc" and set(by_tag) == {"4m-acc", "2m-acc", "1m-acc"}
-    first = by_tag["4m-acc"]
+    assert len(lines) == 5
+    tags = [line.split("--tag ")[1].split()[0] for line in lines]
+    assert tags == ["4m-acc", "2m-acc", "2m-acc", "1m-acc", "4m-acc"]  # the two 2M calls run concurrently
+    first = lines[0].split()
     assert first[first.index("--steps") + 1] == "32000" and first[first.index("--jobs") + 1] == "6"
     only = first[first.index("--only") + 1:first.index("--jobs")]
     assert only == [f"rts-{m}-s{s}-adam-tuned-lr3e-3-4m-acc" for m in ("cnn", "st-cnn-affine") for s in (0, 1, 2)]
@@ -32,8 +32,10 @@ def test_script_plans_the_headline_cells_in_priority_order(tmp_path):
     assert first[first.index("--data-dir") + 1] == "data/mnist" and first[-3:] == ["--checkpoint-every", "4000",
                                                                                    "--no-tensorboard"]
     tc = [line.split() for line in lines if "--tables tc" in line]
-    assert [t[t.index("--steps") + 1] for t in tc] == ["16000", "8000"]
-    assert all(len(t[t.index("--only") + 1:t.index("--jobs")]) == 6 for t in tc)
+    assert [t[t.index("--steps") + 1] for t in tc] == ["16000", "8000", "32000"]
+    assert all(len(t[t.index("--only") + 1:t.index("--jobs")]) == 6 for t in tc[:2])
+    assert tc[2][tc[2].index("--only") + 1:tc[2].index("--jobs")] == [
+        f"tc-st-cnn-affine-s{s}-adam-tuned-lr3e-3-4m-acc" for s in (0, 1, 2)]
     rts2 = next(line.split() for line in lines if "--tables rts" in line and "2m-acc" in line)
     assert rts2[rts2.index("--only") + 1:rts2.index("--jobs")] == [
         "rts-cnn-s1-adam-tuned-lr3e-3-2m-acc", "rts-cnn-s2-adam-tuned-lr3e-3-2m-acc"]

@@ -463,9 +463,8 @@ def build(runs: list[dict] | None = None) -> str:
                 "`experiments/paper/recipes/<recipe>.toml`.",
                 "- On an accelerator, `make headline-accelerator HEADLINE_S=<seconds>` trains the headline cells "
                 "(RTS at 4M images, TC at 2M and 1M, 3 seeds each, six runs at a time, then the TC ST-CNN at 4M) "
-                "until that deadline; the "
-                "same command continues runs the deadline stopped. Its runs end in `-acc` and form their own "
-                "cells (column *device*).", ""]
+                "until that deadline; the same command continues runs the deadline stopped. Its runs end in `-acc` "
+                "and form their own cells (column *device*).", ""]
     return "\n".join(out)
 
 

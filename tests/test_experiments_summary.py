@@ -130,6 +130,9 @@ def test_headline_names_seeds_that_have_not_converged(runs):
     assert rows == ["| Table 1 RTS | adam | 2.00 ± 0.00 (n=3) (2.00, 2.00, 2.00) | 1.10 ± 0.14 (n=2) (1.00, 1.20) "
                     "| -0.90 | 0.8 / 0.5 | 4,000 × 256 / 4,000 × 256 "
                     "| 0,1,2 / 0,2 (not converged yet: seed 1) | 1× cpu |"]
+    readme = summarize.readme_section(summarize.group_cells(summarize.load_runs()))
+    assert ("| RTS | ST-CNN Aff | adam | 1.10 ± 0.14 (n=2) | 0.5 | +0.60 | 4,000 × 256 | 0,2 (not yet: seed 1) "
+            "| 1× cpu |") in readme   # the README's table shows the converged runs the headline shows
     _write_run(runs, "table1", "rts-st-cnn-affine-s1-adam-8k", dataset="rts", model="st-cnn", seed=1,
                error_pct=0.9, steps=8000, half_ratio=1.2, **common)   # (b): 1.10 -> 0.90, still improving
     headline = summarize.build().split("## Headline")[1].split("\n## ")[0]
@@ -139,6 +142,9 @@ def test_headline_names_seeds_that_have_not_converged(runs):
     headline = summarize.build().split("## Headline")[1].split("\n## ")[0]
     assert ("| 1.03 ± 0.16 (n=3) (1.00, 0.88, 1.20) | -0.97 | 0.8 / 0.5 | 4,000 × 256 / "
             "4,000 × 256 (seeds 0,2), 16,000 × 256 (seed 1) | 0,1,2 / 0,1,2 | 1× cpu |") in headline
+    readme = summarize.readme_section(summarize.group_cells(summarize.load_runs()))
+    assert ("| RTS | ST-CNN Aff | adam | 1.03 ± 0.16 (n=3) | 0.5 | +0.53 | 4,000 × 256 (seeds 0,2), "
+            "16,000 × 256 (seed 1) | 0,1,2 | 1× cpu |") in readme
 
 
 def test_headline_pairs_an_st_recipe_with_the_cnn_recipe_it_is_compared_with(runs):

@@ -423,8 +423,8 @@ def build(runs: list[dict] | None = None) -> str:
            "", f"**Budget.** The paper trains {paper.PAPER_BUDGET}. Every run below states its own "
            "budget; runs with fewer steps are *reduced-budget* runs and are not expected to reach the "
            "paper's error — the column `gap` is ours minus the paper's.", "",
-           f"**Convergence.** {CONVERGENCE_RULE}. Only converged runs appear in the headline and only converged "
-           "cells in the main tables and the README; the others are listed in the budget section.", "",
+           f"**Convergence.** {CONVERGENCE_RULE}. Only converged runs appear in the headline and the README, "
+           "and only converged cells in the main tables; the others are listed in the budget section.", "",
            "**Times.** *train time / run* is a run's wall time, summed over its segments when it was stopped and "
            "continued with `--resume`, averaged over the cell's seeds; *images/s* is the steady-state training "
            "speed of each run's last segment, averaged over seeds.", "",
@@ -552,18 +552,27 @@ README_SECTION = ("<!-- section:results -->", "<!-- /section:results -->")
 
 
 def readme_section(cells: dict[tuple, list[dict]]) -> str:
-    """The README's results section, generated like RESULTS.md: converged cells only."""
+    """The README's results section, generated like RESULTS.md: converged runs only. Like the headline,
+    each (dataset, model, recipe, architecture, device) row shows every seed's converged run with the
+    most images (:func:`_headline_runs`) and names the seeds that have not converged yet."""
     table = [line for line in headline(cells) if line.startswith("| ") and line not in HEADLINE_HEADER]
-    converged_rows = []
-    for key, group in sorted(cells.items(), key=lambda kv: (DATASET_ORDER.index(kv[0][1]), kv[0][2], kv[0][5])):
-        if not cell_converged(group):
+    models = ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"]
+    rows = sorted({(k[0], k[1], k[2], k[3], k[4], k[6], k[7]) for k in cells},
+                  key=lambda r: (DATASET_ORDER.index(r[1]) if r[1] in DATASET_ORDER else len(DATASET_ORDER),
+                                 models.index(r[2]), str(r[3]), r[4], r[5], r[6]))
+    converged_rows, recipes = [], set()
+    for table_name, ds, model, transform, recipe, arch, device in rows:
+        shown = _headline_runs(cells, table_name, ds, model, transform, recipe, arch, device)
+        if shown is None:
             continue
-        _, ds, model, transform, recipe, (steps, batch), arch, device = key
+        group, pending = shown
+        recipes.add(recipe)
         errs = [g["results"]["test_error_pct"] for g in group]
         ref = paper.paper_error(ds, model, transform)
         gap = f"{statistics.mean(errs) - ref:+.2f}" if ref is not None else "–"
+        seeds = ",".join(str(g["seed"]) for g in group) + (f" (not yet: {_seeds_text(pending)})" if pending else "")
         converged_rows.append(f"| {ds.upper()} | {_label(model, transform, arch)} | {recipe} | {_fmt_err(errs)} | "
-                              f"{ref if ref is not None else '–'} | {gap} | {steps:,} × {batch} | "
+                              f"{ref if ref is not None else '–'} | {gap} | {_headline_budget(group)} | {seeds} | "
                               f"{device} |")
     text = ["Reproduction of the paper's tables with our engine (`experiments/paper/reproduce.py`, summarised by",
             "`experiments/paper/summarize.py` into [RESULTS.md](RESULTS.md), which has every cell, the paper's number,",
@@ -576,10 +585,10 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
         text += ["**Headline: ST-CNN vs CNN.** No converged pair is committed yet; RESULTS.md lists the "
                  "reduced-budget comparisons in its budget section.", ""]
     if converged_rows:
-        text += ["Converged cells (% test error; gap = ours minus the paper's):", "",
-                 "| dataset | model | recipe | ours | paper | gap | steps × batch | device |",
-                 "|---|---|---|---|---|---|---|---|", *converged_rows, ""]
-    recipes = {key[4] for key, group in cells.items() if cell_converged(group)}
+        text += ["Converged runs (% test error, mean ± sd over the seeds with a converged run, each seed's "
+                 "converged run with the most images; gap = ours minus the paper's):", "",
+                 "| dataset | model | recipe | ours | paper | gap | steps × batch | seeds | device |",
+                 "|---|---|---|---|---|---|---|---|---|", *converged_rows, ""]
     if recipes:
         text += ["Recipes: " + "; ".join(f"`{k}` = {v}" for k, v in RECIPES.items() if k in recipes) + ".", ""]
     return "\n".join(text)

@@ -469,11 +469,15 @@ def build(runs: list[dict] | None = None) -> str:
     return "\n".join(out)
 
 
+MODEL_ORDER = ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"]
+"""The order of the models in every table."""
+
+
 def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[str]:
     """One markdown table of `cells` belonging to `table` (empty if there are none)."""
     keys = sorted((k for k in cells if k[0] == table),
                   key=lambda k: (DATASET_ORDER.index(k[1]) if k[1] in DATASET_ORDER else len(DATASET_ORDER),
-                                 ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"].index(k[2]),
+                                 MODEL_ORDER.index(k[2]),
                                  str(k[3]), k[6], k[7], k[5], k[4]))
     if not keys:
         return []
@@ -556,10 +560,9 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
     each (dataset, model, recipe, architecture, device) row shows every seed's converged run with the
     most images (:func:`_headline_runs`) and names the seeds that have not converged yet."""
     table = [line for line in headline(cells) if line.startswith("| ") and line not in HEADLINE_HEADER]
-    models = ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"]
     rows = sorted({(k[0], k[1], k[2], k[3], k[4], k[6], k[7]) for k in cells},
                   key=lambda r: (DATASET_ORDER.index(r[1]) if r[1] in DATASET_ORDER else len(DATASET_ORDER),
-                                 models.index(r[2]), str(r[3]), r[4], r[5], r[6]))
+                                 MODEL_ORDER.index(r[2]), str(r[3]), r[4], r[5], r[6]))
     converged_rows, recipes = [], set()
     for table_name, ds, model, transform, recipe, arch, device in rows:
         shown = _headline_runs(cells, table_name, ds, model, transform, recipe, arch, device)

@@ -473,12 +473,16 @@ MODEL_ORDER = ["fcn", "cnn", "st-fcn", "st-cnn", "2st-fcn"]
 """The order of the models in every table."""
 
 
+def _table_order(ds: str, model: str, transform: str | None) -> tuple:
+    """Where a row goes in a table: the paper's dataset order, then the model, then the transform."""
+    return (DATASET_ORDER.index(ds) if ds in DATASET_ORDER else len(DATASET_ORDER), MODEL_ORDER.index(model),
+            str(transform))
+
+
 def _table(cells: dict[tuple, list[dict]], table: str, *, level: str) -> list[str]:
     """One markdown table of `cells` belonging to `table` (empty if there are none)."""
     keys = sorted((k for k in cells if k[0] == table),
-                  key=lambda k: (DATASET_ORDER.index(k[1]) if k[1] in DATASET_ORDER else len(DATASET_ORDER),
-                                 MODEL_ORDER.index(k[2]),
-                                 str(k[3]), k[6], k[7], k[5], k[4]))
+                  key=lambda k: (*_table_order(*k[1:4]), k[6], k[7], k[5], k[4]))
     if not keys:
         return []
     out = [f"{level} {TABLE_TITLES[table]}", "",
@@ -561,8 +565,7 @@ def readme_section(cells: dict[tuple, list[dict]]) -> str:
     most images (:func:`_headline_runs`) and names the seeds that have not converged yet."""
     table = [line for line in headline(cells) if line.startswith("| ") and line not in HEADLINE_HEADER]
     rows = sorted({(k[0], k[1], k[2], k[3], k[4], k[6], k[7]) for k in cells},
-                  key=lambda r: (DATASET_ORDER.index(r[1]) if r[1] in DATASET_ORDER else len(DATASET_ORDER),
-                                 MODEL_ORDER.index(r[2]), str(r[3]), r[4], r[5], r[6]))
+                  key=lambda r: (*_table_order(*r[1:4]), r[4], r[5], r[6]))
     converged_rows, recipes = [], set()
     for table_name, ds, model, transform, recipe, arch, device in rows:
         shown = _headline_runs(cells, table_name, ds, model, transform, recipe, arch, device)

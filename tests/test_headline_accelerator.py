@@ -21,9 +21,9 @@ def test_script_plans_the_headline_cells_in_priority_order(tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8
     tags = [line.split("--tag ")[1].split()[0] for line in lines]
-    assert tags == ["4m-acc", "2m-acc", "2m-acc", "1m-acc", "4m-acc", "2m-acc", "1m-acc"]  # the RTS/TC 2M calls overlap
+    assert tags == ["4m-acc", "2m-acc", "2m-acc", "1m-acc", "4m-acc", "2m-acc", "1m-acc", "4m-acc"]  # the RTS/TC 2M calls overlap
     first = lines[0].split()
     assert first[first.index("--steps") + 1] == "32000" and first[first.index("--jobs") + 1] == "6"
     only = first[first.index("--only") + 1:first.index("--jobs")]
@@ -40,8 +40,10 @@ def test_script_plans_the_headline_cells_in_priority_order(tmp_path):
     assert rts2[rts2.index("--only") + 1:rts2.index("--jobs")] == [
         "rts-cnn-s1-adam-tuned-lr3e-3-2m-acc", "rts-cnn-s2-adam-tuned-lr3e-3-2m-acc"]
     locfull = [line.split() for line in lines if "locfull" in line]
-    assert [t[t.index("--variants") + 1] for t in locfull] == ["adam-tuned-lr3e-3-locfull"] * 2
-    assert [t[t.index("--steps") + 1] for t in locfull] == ["16000", "8000"]
+    assert [t[t.index("--variants") + 1] for t in locfull] == ["adam-tuned-lr3e-3-locfull"] * 3
+    assert [t[t.index("--steps") + 1] for t in locfull] == ["16000", "8000", "32000"]
     assert all(t.count("--variants") == 1 for t in (line.split() for line in lines))
     assert locfull[0][locfull[0].index("--only") + 1:locfull[0].index("--jobs")] == [
         f"tc-st-cnn-affine-s{s}-adam-tuned-lr3e-3-locfull-2m-acc" for s in (0, 1, 2)]
+    assert locfull[2][locfull[2].index("--only") + 1:locfull[2].index("--jobs")] == [
+        f"tc-st-cnn-affine-s{s}-adam-tuned-lr3e-3-locfull-4m-acc" for s in (0, 1, 2)]

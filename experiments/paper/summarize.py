@@ -463,7 +463,7 @@ def build(runs: list[dict] | None = None) -> str:
                 "`experiments/paper/recipes/<recipe>.toml`.",
                 "- On an accelerator, `make headline-accelerator HEADLINE_S=<seconds>` trains the headline cells "
                 "(RTS at 4M images, TC at 2M and 1M, 3 seeds each, six runs at a time, then the TC ST-CNN at 4M, "
-                "then the full-resolution localization input of `adam-tuned-lr3e-3-locfull` at 2M and 1M) "
+                "then the full-resolution localization input of `adam-tuned-lr3e-3-locfull` at 2M, 1M and 4M) "
                 "until that deadline; the same command continues runs the deadline stopped. Its runs end in `-acc` "
                 "and form their own cells (column *device*).", ""]
     return "\n".join(out)
